@@ -1,0 +1,112 @@
+"""An OpenAI-compatible model server reached over HTTP (vLLM, SGLang, llama.cpp,
+Ollama, OpenAI itself, ...).
+
+The request line's ``url`` only ever selects a path under the configured base URL;
+the host always comes from configuration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+import uuid
+
+import aiohttp
+
+from batchd.backends.base import BackendResponse, BackendUnavailable
+from batchd.settings import BackendConfig
+
+
+class HttpBackend:
+    def __init__(self, config: BackendConfig) -> None:
+        self.name = config.name
+        self.config = config
+        self._base = config.base_url.rstrip("/")
+        self._headers = {"Content-Type": "application/json"}
+        key = config.resolved_api_key()
+        if key:
+            self._headers["Authorization"] = f"Bearer {key}"
+        self._session: aiohttp.ClientSession | None = None
+
+    def model_ids(self) -> list[str]:
+        return [m for m in self.config.models if not any(c in m for c in "*?[")]
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.config.concurrency * 2),
+                timeout=aiohttp.ClientTimeout(total=self.config.timeout),
+                headers=self._headers,
+                # The upstream's cookies are never relevant to a batch.
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+        return self._session
+
+    def url_for(self, endpoint: str) -> str:
+        # The base URL ends in /v1 by convention; endpoints start with /v1.
+        path = endpoint.removeprefix("/v1") if self._base.endswith("/v1") else endpoint
+        return self._base + path
+
+    async def send(self, endpoint: str, body: bytes) -> BackendResponse:
+        try:
+            async with self._client().post(
+                self.url_for(endpoint), data=body, allow_redirects=False
+            ) as resp:
+                data = await resp.read()
+                return BackendResponse(
+                    status_code=resp.status,
+                    body=data,
+                    request_id=resp.headers.get("x-request-id") or f"req_{uuid.uuid4().hex}",
+                    retry_after=parse_retry_after(
+                        resp.headers.get("retry-after-ms"), resp.headers.get("retry-after")
+                    ),
+                )
+        except TimeoutError as exc:
+            raise BackendUnavailable(
+                f"{self.name}: no answer within {self.config.timeout:g}s", kind="timeout"
+            ) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise BackendUnavailable(f"{self.name}: {type(exc).__name__}: {exc}") from exc
+
+    async def list_models(self) -> list[str]:
+        """Ask the server which models it serves (``GET /models``); [] if it cannot say."""
+        try:
+            async with self._client().get(
+                self._base + "/models", timeout=aiohttp.ClientTimeout(total=5)
+            ) as resp:
+                if resp.status != 200:
+                    return []
+                data = await resp.json(content_type=None)
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
+            return []
+        items = data.get("data") if isinstance(data, dict) else None
+        if not isinstance(items, list):
+            return []
+        return [m["id"] for m in items if isinstance(m, dict) and isinstance(m.get("id"), str)]
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            # Let aiohttp close the transports before the loop goes away.
+            await asyncio.sleep(0)
+
+
+def parse_retry_after(ms: str | None, value: str | None) -> float | None:
+    """Seconds from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())

@@ -1,0 +1,90 @@
+"""The ``batchd`` command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from batchd.settings import load_settings
+
+app = typer.Typer(
+    name="batchd",
+    help="A self-hosted OpenAI-compatible Batch API, and a pipeline for bulk LLM work.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """batchd: run the server, or push prompts through a batch API."""
+
+
+@app.command()
+def serve(
+    host: Annotated[Optional[str], typer.Option(help="Address to bind.")] = None,  # noqa: UP045
+    port: Annotated[Optional[int], typer.Option(help="Port to bind.")] = None,  # noqa: UP045
+    data_dir: Annotated[
+        Optional[Path], typer.Option("--data-dir", help="Where files and the database live.")  # noqa: UP045
+    ] = None,
+    upstream: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="OpenAI-compatible base URL (…/v1) that serves every model."),
+    ] = None,
+    upstream_api_key: Annotated[
+        Optional[str], typer.Option("--upstream-api-key", help="API key for --upstream.")  # noqa: UP045
+    ] = None,
+    upstream_concurrency: Annotated[
+        Optional[int], typer.Option(help="Most requests in flight to --upstream.")  # noqa: UP045
+    ] = None,
+    config: Annotated[
+        Optional[Path], typer.Option("--config", help="TOML file: backends, routes, settings.")  # noqa: UP045
+    ] = None,
+    api_key: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option("--api-key", help="Accepted API key (repeatable). None: open server."),
+    ] = None,
+    database_url: Annotated[
+        Optional[str], typer.Option(help="SQLAlchemy URL (default: SQLite in the data dir).")  # noqa: UP045
+    ] = None,
+    worker: Annotated[
+        Optional[bool], typer.Option("--worker/--no-worker", help="Run batches in this process.")  # noqa: UP045
+    ] = None,
+    log_level: Annotated[Optional[str], typer.Option(help="Logging level.")] = None,  # noqa: UP045
+    log_format: Annotated[Optional[str], typer.Option(help="text or json.")] = None,  # noqa: UP045
+) -> None:
+    """Run the OpenAI-compatible Files + Batches API server."""
+    import uvicorn
+
+    from batchd.server.app import create_app
+    from batchd.server.logs import configure_logging
+
+    settings = load_settings(
+        config,
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        upstream=upstream,
+        upstream_api_key=upstream_api_key,
+        upstream_concurrency=upstream_concurrency,
+        api_keys=api_key or None,
+        database_url=database_url,
+        worker=worker,
+        log_level=log_level,
+        log_format=log_format,
+    )
+    configure_logging(settings.log_level, settings.log_format)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=max(5, int(settings.cancel_grace)),
+    )
+
+
+def main() -> None:
+    app()

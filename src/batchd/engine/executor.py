@@ -1,0 +1,182 @@
+"""Running the request lines of one shard against their backends.
+
+Concurrency is bounded per backend by a semaphore; a request holds its slot from
+the first try until its result is durable, so at most ``concurrency`` requests per
+backend can be lost to a crash and re-sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import orjson
+
+from batchd.backends.base import BackendUnavailable
+from batchd.backends.router import Route, Router
+from batchd.blobs.base import BlobStore
+from batchd.engine import outcome
+from batchd.engine.writer import ResultWriter
+from batchd.jsonl import iter_lines
+from batchd.retry import RetryPolicy
+from batchd.store.records import ResultRow, ShardRecord
+from batchd.store.sql import SqlStore
+from batchd.validation import LineError, parse_request_line
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ShardJob:
+    shard: ShardRecord
+    endpoint: str
+    input_file_id: str
+
+
+class Executor:
+    def __init__(
+        self,
+        *,
+        store: SqlStore,
+        blobs: BlobStore,
+        router: Router,
+        policy: RetryPolicy,
+        writer: ResultWriter,
+        cancel_grace: float,
+    ) -> None:
+        self._store = store
+        self._blobs = blobs
+        self._router = router
+        self._policy = policy
+        self._writer = writer
+        self._grace = cancel_grace
+        self._limits: dict[str, asyncio.Semaphore] = {}
+        self.sent = 0
+        """Requests sent upstream by this process (tries, not lines)."""
+
+    def _limit(self, route: Route) -> asyncio.Semaphore:
+        sem = self._limits.get(route.backend.name)
+        if sem is None:
+            sem = self._limits[route.backend.name] = asyncio.Semaphore(route.concurrency)
+        return sem
+
+    async def run(self, job: ShardJob, stopped: Callable[[], bool]) -> bool:
+        """Run every line of the shard that has no result yet.
+
+        Returns True when the shard is finished, False when it stopped early
+        (batch stopping) or a result could not be stored.
+        """
+        shard = job.shard
+        done = await self._store.done_lines(shard.batch_id, shard.first_line, shard.last_line)
+        inflight: set[asyncio.Task[None]] = set()
+        failures: list[BaseException] = []
+
+        def track(task: asyncio.Task[None], sem: asyncio.Semaphore | None) -> None:
+            inflight.add(task)
+
+            def finished(t: asyncio.Task[None]) -> None:
+                inflight.discard(t)
+                if sem is not None:
+                    sem.release()
+                if not t.cancelled() and t.exception() is not None:
+                    failures.append(t.exception())  # type: ignore[arg-type]
+
+            task.add_done_callback(finished)
+
+        lines = iter_lines(
+            self._blobs.read(job.input_file_id, shard.start_offset, shard.end_offset),
+            first_number=shard.first_line,
+            base_offset=shard.start_offset,
+        )
+        async for line in lines:
+            if line.blank or line.number in done:
+                continue
+            if stopped() or failures:
+                break
+            parsed = parse_request_line(line.data, line=line.number, endpoint=job.endpoint)
+            if isinstance(parsed, LineError):  # the file changed under us: never in practice
+                continue
+            route = self._router.resolve(parsed.model)
+            if route is None:
+                message = (
+                    f"No backend serves model {parsed.model!r}: start batchd with --upstream, "
+                    "add a [[backends]] entry that routes it, or use an embedded model "
+                    "(GET /v1/models lists what is routable)."
+                )
+                row = ResultRow(
+                    shard.batch_id,
+                    line.number,
+                    parsed.custom_id,
+                    False,
+                    outcome.error_line(parsed.custom_id, "model_not_available", message),
+                )
+                track(asyncio.create_task(self._writer.submit(row)), None)
+                continue
+            sem = self._limit(route)
+            await sem.acquire()
+            body = orjson.dumps(parsed.body)
+            coro = self._one(
+                shard.batch_id, line.number, parsed.custom_id, job.endpoint, body, route
+            )
+            track(asyncio.create_task(coro), sem)
+
+        if stopped() and inflight:
+            # Give requests already sent a chance to finish, then abandon them: their
+            # lines are reported as never run.
+            _, pending = await asyncio.wait(set(inflight), timeout=self._grace)
+            for task in pending:
+                task.cancel()
+        while inflight:
+            await asyncio.wait(set(inflight))
+        if failures:
+            log.error(
+                "shard %s/%d: %d results not stored: %r",
+                shard.batch_id, shard.shard_no, len(failures), failures[0],
+            )  # fmt: skip
+            return False
+        return not stopped()
+
+    async def _one(
+        self,
+        batch_id: str,
+        line_no: int,
+        custom_id: str,
+        endpoint: str,
+        body: bytes,
+        route: Route,
+    ) -> None:
+        policy = self._policy
+        attempt = 0
+        while True:
+            attempt += 1
+            self.sent += 1
+            try:
+                resp = await route.backend.send(endpoint, body)
+            except BackendUnavailable as exc:
+                if policy.can_retry(attempt):
+                    await asyncio.sleep(policy.delay(attempt))
+                    continue
+                data = outcome.error_line(custom_id, exc.kind, f"{exc} (after {attempt} tries)")
+                row = ResultRow(batch_id, line_no, custom_id, False, data)
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a backend bug must not wedge the batch
+                log.exception("backend %s failed on %s line %d", route.backend.name,
+                              batch_id, line_no)  # fmt: skip
+                data = outcome.error_line(custom_id, "backend_error", f"{type(exc).__name__}")
+                row = ResultRow(batch_id, line_no, custom_id, False, data)
+                break
+            if resp.status_code != 200 and policy.should_retry_status(resp.status_code, attempt):
+                await asyncio.sleep(policy.delay(attempt, resp.retry_after))
+                continue
+            body_bytes, parsed = outcome.parse_body(resp.body)
+            ok = resp.status_code == 200 and "error" not in (parsed if isinstance(parsed, dict)
+                                                             else {})  # fmt: skip
+            data = outcome.response_line(custom_id, resp.status_code, resp.request_id, body_bytes)
+            row = ResultRow(batch_id, line_no, custom_id, ok, data,
+                            outcome.usage_of(parsed) if ok else None)  # fmt: skip
+            break
+        await self._writer.submit(row)

@@ -1,0 +1,92 @@
+"""The ``validating`` phase: one streaming pass over the input file.
+
+The pass checks every line and, for a valid file, cuts it into shards of
+``shard_size`` request lines, remembering their byte ranges so workers can read
+their shard without scanning the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from batchd.blobs.base import BlobStore
+from batchd.clock import now
+from batchd.jsonl import iter_lines
+from batchd.store.records import BatchRecord, ShardRecord
+from batchd.store.sql import SqlStore
+from batchd.validation import FileValidator
+
+log = logging.getLogger(__name__)
+
+
+async def validate_batch(
+    batch: BatchRecord,
+    *,
+    owner: str,
+    store: SqlStore,
+    blobs: BlobStore,
+    max_tasks: int,
+    max_errors: int,
+    max_line_bytes: int,
+    shard_size: int,
+) -> None:
+    validator = FileValidator(endpoint=batch.endpoint, max_tasks=max_tasks, max_errors=max_errors)
+    shards: list[ShardRecord] = []
+    try:
+        await _scan(batch, blobs, validator, shards, max_line_bytes, shard_size)
+    except FileNotFoundError:
+        message = f"The input file {batch.input_file_id} no longer exists."
+        errors = [{"code": "missing_input_file", "message": message, "param": None, "line": None}]
+        await store.fail_batch(batch.id, owner, errors=errors, total=0, model=None, now=now())
+        return
+    report = validator.finish()
+    if not report.ok:
+        errors = [dataclasses.asdict(e) for e in report.errors]
+        log.info("batch %s failed validation: %d errors", batch.id, report.error_count)
+        await store.fail_batch(
+            batch.id, owner, errors=errors, total=report.total, model=report.model, now=now()
+        )
+        return
+    await store.start_batch(
+        batch.id, owner, total=report.total, model=report.model, shards=shards, now=now()
+    )
+    log.info("batch %s validated: %d requests in %d shards", batch.id, report.total, len(shards))
+
+
+async def _scan(
+    batch: BatchRecord,
+    blobs: BlobStore,
+    validator: FileValidator,
+    shards: list[ShardRecord],
+    max_line_bytes: int,
+    shard_size: int,
+) -> None:
+    cur: dict[str, int] | None = None
+    async for line in iter_lines(blobs.read(batch.input_file_id), max_line_bytes=max_line_bytes):
+        if line.blank:
+            continue
+        validator.feed(line)
+        if validator.report.error_count:
+            continue  # no shards are needed for a file that will fail
+        if cur is None:
+            cur = {"start": line.start, "first": line.number, "n": 0}
+        cur["n"] += 1
+        cur["end"], cur["last"] = line.end, line.number
+        if cur["n"] == shard_size:
+            shards.append(_shard(batch.id, len(shards), cur))
+            cur = None
+    if cur is not None:
+        shards.append(_shard(batch.id, len(shards), cur))
+
+
+def _shard(batch_id: str, number: int, cur: dict[str, int]) -> ShardRecord:
+    return ShardRecord(
+        batch_id=batch_id,
+        shard_no=number,
+        start_offset=cur["start"],
+        end_offset=cur["end"],
+        first_line=cur["first"],
+        last_line=cur["last"],
+        n_tasks=cur["n"],
+    )

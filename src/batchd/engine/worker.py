@@ -1,0 +1,221 @@
+"""The worker: claims work from the store and runs it.
+
+One loop per process. Each tick it frees the leases of dead local processes,
+flags expired batches, then claims what it has room for: batches to validate,
+shards to run (fairly: from the batch with the fewest shards running), batches
+to finalize. A heartbeat renews every lease it holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from batchd.backends.router import Router
+from batchd.blobs.base import BlobStore
+from batchd.clock import now
+from batchd.engine.executor import Executor, ShardJob
+from batchd.engine.finalize import finalize_batch
+from batchd.engine.owner import is_dead_local_owner, new_owner_id
+from batchd.engine.validate import validate_batch
+from batchd.engine.writer import ResultWriter
+from batchd.retry import RetryPolicy
+from batchd.store.records import ShardRecord
+from batchd.store.sql import SqlStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOptions:
+    lease_seconds: float = 30.0
+    poll_interval: float = 0.5
+    max_shards: int = 8
+    shard_size: int = 1000
+    max_tasks: int = 50_000
+    max_errors: int = 100
+    max_line_bytes: int = 200 * 1024 * 1024
+    cancel_grace: float = 30.0
+    file_purge_interval: float = 60.0
+
+
+class Worker:
+    def __init__(
+        self,
+        *,
+        store: SqlStore,
+        blobs: BlobStore,
+        router: Router,
+        policy: RetryPolicy,
+        options: WorkerOptions,
+    ) -> None:
+        self.owner = new_owner_id()
+        self._store = store
+        self._blobs = blobs
+        self._opts = options
+        self._writer = ResultWriter(store)
+        self.executor = Executor(
+            store=store,
+            blobs=blobs,
+            router=router,
+            policy=policy,
+            writer=self._writer,
+            cancel_grace=options.cancel_grace,
+        )
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._shards: dict[tuple[str, int], asyncio.Task[None]] = {}
+        self._phases: set[str] = set()  # batch ids validating/finalizing here
+        self._stops: dict[str, str | None] = {}
+        self._main: asyncio.Task[None] | None = None
+        self._batch_info: dict[str, tuple[str, str]] = {}
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        self._writer.start()
+        self._main = asyncio.create_task(self._loop(), name="worker")
+
+    def wake(self) -> None:
+        """New work may be there (a batch was created or cancelled)."""
+        self._wake.set()
+
+    async def stop(self) -> None:
+        """Stop claiming, abandon running work (its leases are released) and wait."""
+        if self._main is not None:
+            self._main.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._main
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await task
+        await self._writer.close()
+        with contextlib.suppress(Exception):
+            await self._store.release_leases([self.owner])
+
+    # ----------------------------------------------------------------- loop
+
+    async def _loop(self) -> None:
+        last_heartbeat = 0.0
+        last_purge = 0.0
+        while True:
+            try:
+                t = time.time()
+                if t - last_heartbeat >= self._opts.lease_seconds / 3:
+                    await self._heartbeat()
+                    last_heartbeat = t
+                if t - last_purge >= self._opts.file_purge_interval:
+                    await self._purge_files()
+                    last_purge = t
+                await self._store.request_expiry(now())
+                await self._refresh_stops()
+                await self._claim()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("worker tick failed; retrying")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._opts.poll_interval)
+            self._wake.clear()
+
+    async def _heartbeat(self) -> None:
+        t = time.time()
+        await self._store.renew_leases(self.owner, t + self._opts.lease_seconds)
+        owners = await self._store.lease_owners(t)
+        dead = [o for o in owners if is_dead_local_owner(o, me=self.owner)]
+        if dead:
+            log.info("taking over work of %d dead worker(s): %s", len(dead), ", ".join(dead))
+            await self._store.release_leases(dead)
+
+    async def _refresh_stops(self) -> None:
+        active = {key[0] for key in self._shards}
+        self._stops = await self._store.stop_reasons(active) if active else {}
+
+    def _until(self) -> float:
+        return time.time() + self._opts.lease_seconds
+
+    async def _claim(self) -> None:
+        store, opts = self._store, self._opts
+        batch = await store.claim_validation(self.owner, time.time(), self._until())
+        if batch is not None:
+            self._spawn(
+                validate_batch(
+                    batch,
+                    owner=self.owner,
+                    store=store,
+                    blobs=self._blobs,
+                    max_tasks=opts.max_tasks,
+                    max_errors=opts.max_errors,
+                    max_line_bytes=opts.max_line_bytes,
+                    shard_size=opts.shard_size,
+                ),
+                f"validate {batch.id}",
+            )
+        while len(self._shards) < opts.max_shards:
+            shard = await store.claim_shard(self.owner, time.time(), self._until())
+            if shard is None:
+                break
+            self._start_shard(shard)
+        batch = await store.claim_finalization(self.owner, time.time(), self._until())
+        if batch is not None:
+            self._spawn(
+                finalize_batch(
+                    batch,
+                    owner=self.owner,
+                    store=store,
+                    blobs=self._blobs,
+                    max_line_bytes=opts.max_line_bytes,
+                ),
+                f"finalize {batch.id}",
+            )
+
+    def _start_shard(self, shard: ShardRecord) -> None:
+        key = (shard.batch_id, shard.shard_no)
+
+        async def run() -> None:
+            try:
+                info = self._batch_info.get(shard.batch_id)
+                if info is None:
+                    batch = await self._store.get_batch(shard.batch_id, tenant=None)
+                    assert batch is not None
+                    info = self._batch_info[shard.batch_id] = (batch.endpoint, batch.input_file_id)
+                job = ShardJob(shard=shard, endpoint=info[0], input_file_id=info[1])
+                finished = await self.executor.run(
+                    job, lambda: self._stops.get(shard.batch_id) is not None
+                )
+                if finished:
+                    await self._store.complete_shard(shard, self.owner)
+                else:
+                    await self._store.release_shard(shard, self.owner)
+            finally:
+                self._shards.pop(key, None)
+                self._wake.set()
+
+        self._shards[key] = self._spawn(run(), f"shard {shard.batch_id}/{shard.shard_no}")
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.error("%s failed", name, exc_info=t.exception())
+            self._wake.set()
+
+        task.add_done_callback(done)
+        return task
+
+    async def _purge_files(self) -> None:
+        """Remove the bytes of deleted and expired files once no batch needs them."""
+        doomed = await self._store.files_to_purge(now())
+        for rec in doomed:
+            await self._blobs.delete(rec.id)
+        await self._store.forget_files([rec.id for rec in doomed])

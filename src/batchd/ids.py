@@ -1,0 +1,34 @@
+"""Identifiers in OpenAI's shapes: ``file-…``, ``batch_…``, ``batch_req_…``.
+
+Ids are random (never derived from user input) and contain only ``[A-Za-z0-9_-]``,
+so they are safe to use as storage keys; :func:`is_valid_id` checks an id that
+came from a client before it goes anywhere near storage.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+
+_ID_RE = re.compile(r"^(file-|batch_|batch_req_)[A-Za-z0-9]{8,64}$")
+
+
+def _token() -> str:
+    return secrets.token_hex(12)
+
+
+def new_file_id() -> str:
+    return f"file-{_token()}"
+
+
+def new_batch_id() -> str:
+    return f"batch_{_token()}"
+
+
+def new_request_id() -> str:
+    return f"batch_req_{_token()}"
+
+
+def is_valid_id(value: str) -> bool:
+    """True when ``value`` has the shape of an id batchd could have issued."""
+    return bool(_ID_RE.match(value))

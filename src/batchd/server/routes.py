@@ -1,0 +1,184 @@
+"""HTTP routes: parse the request, call a service, shape the answer."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
+
+from batchd.errors import BatchdError, InvalidRequest, NotFound
+from batchd.protocol import (
+    Batch,
+    BatchCreateRequest,
+    BatchList,
+    FileDeleted,
+    FileList,
+    FileObject,
+    Model,
+    ModelList,
+)
+from batchd.server.auth import request_tenant
+from batchd.server.multipart import receive_upload
+from batchd.server.state import AppState, app_state
+from batchd.server.wire import batch_object, file_object
+
+router = APIRouter()
+Tenant = Annotated[str, Depends(request_tenant)]
+State = Annotated[AppState, Depends(app_state)]
+
+_UPLOAD_SCHEMA: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file", "purpose"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "purpose": {"type": "string", "enum": ["batch", "user_data"]},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.get("/health", include_in_schema=False)
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+# ------------------------------------------------------------------- files
+
+
+@router.post("/v1/files", openapi_extra=_UPLOAD_SCHEMA)
+async def create_file(request: Request, tenant: Tenant, state: State) -> FileObject:
+    length = request.headers.get("content-length")
+    limit = state.settings.max_file_bytes
+    if length and length.isdigit() and int(length) > limit + 1024 * 1024:
+        from batchd.errors import PayloadTooLarge
+
+        raise PayloadTooLarge(f"Upload is larger than the {limit} byte limit.",
+                              code="file_too_large", param="file")  # fmt: skip
+    upload = await state.files.begin_upload(tenant)
+    try:
+        form = await receive_upload(request, upload)
+        if form.filename is None:
+            raise InvalidRequest("Missing required parameter: 'file'.", param="file",
+                                 code="missing_required_parameter")  # fmt: skip
+        expires_after = _expires_after(form.fields)
+        rec = await upload.finish(
+            filename=form.filename, purpose=form.fields.get("purpose"), expires_after=expires_after
+        )
+    except BaseException:
+        await upload.abort()
+        raise
+    return file_object(rec)
+
+
+def _expires_after(fields: dict[str, str]) -> tuple[str, int] | None:
+    anchor = fields.get("expires_after[anchor]")
+    seconds = fields.get("expires_after[seconds]")
+    if anchor is None and seconds is None:
+        return None
+    if seconds is None or not seconds.strip().isdigit():
+        raise InvalidRequest("expires_after[seconds] must be an integer.",
+                             param="expires_after[seconds]", code="invalid_value")  # fmt: skip
+    return anchor or "created_at", int(seconds)
+
+
+@router.get("/v1/files")
+async def list_files(
+    tenant: Tenant,
+    state: State,
+    after: str | None = None,
+    limit: Annotated[int, Query()] = 10_000,
+    order: str = "desc",
+    purpose: str | None = None,
+) -> FileList:
+    page = await state.files.list(tenant, purpose=purpose, after=after, limit=limit, order=order)
+    data = [file_object(r) for r in page.items]
+    return FileList(
+        data=data,
+        first_id=data[0].id if data else None,
+        last_id=data[-1].id if data else None,
+        has_more=page.has_more,
+    )
+
+
+@router.get("/v1/files/{file_id}")
+async def retrieve_file(file_id: str, tenant: Tenant, state: State) -> FileObject:
+    return file_object(await state.files.get(tenant, file_id))
+
+
+@router.get("/v1/files/{file_id}/content", response_class=StreamingResponse)
+async def file_content(file_id: str, tenant: Tenant, state: State) -> StreamingResponse:
+    rec, body = await state.files.content(tenant, file_id)
+    return StreamingResponse(
+        body,
+        media_type="application/octet-stream",
+        headers={
+            "content-length": str(rec.bytes),
+            "content-disposition": f'attachment; filename="{rec.id}.jsonl"',
+        },
+    )
+
+
+@router.delete("/v1/files/{file_id}")
+async def delete_file(file_id: str, tenant: Tenant, state: State) -> FileDeleted:
+    return FileDeleted(id=await state.files.delete(tenant, file_id))
+
+
+# ----------------------------------------------------------------- batches
+
+
+@router.post("/v1/batches")
+async def create_batch(body: BatchCreateRequest, tenant: Tenant, state: State) -> Batch:
+    return batch_object(await state.batches.create(tenant, body))
+
+
+@router.get("/v1/batches")
+async def list_batches(
+    tenant: Tenant, state: State, after: str | None = None, limit: int = 20
+) -> BatchList:
+    page = await state.batches.list(tenant, after=after, limit=limit)
+    data = [batch_object(r) for r in page.items]
+    return BatchList(
+        data=data,
+        first_id=data[0].id if data else None,
+        last_id=data[-1].id if data else None,
+        has_more=page.has_more,
+    )
+
+
+@router.get("/v1/batches/{batch_id}")
+async def retrieve_batch(batch_id: str, tenant: Tenant, state: State) -> Batch:
+    return batch_object(await state.batches.get(tenant, batch_id))
+
+
+@router.post("/v1/batches/{batch_id}/cancel")
+async def cancel_batch(batch_id: str, tenant: Tenant, state: State) -> Batch:
+    return batch_object(await state.batches.cancel(tenant, batch_id))
+
+
+# ------------------------------------------------------------------ models
+
+
+@router.get("/v1/models")
+async def list_models(_tenant: Tenant, state: State) -> ModelList:
+    return ModelList(data=[Model(id=m, owned_by=b) for m, b in await state.router.discover()])
+
+
+@router.get("/v1/models/{model_id:path}")
+async def retrieve_model(model_id: str, _tenant: Tenant, state: State) -> Model:
+    route = state.router.resolve(model_id)
+    if route is not None:
+        return Model(id=model_id, owned_by=route.backend.name)
+    raise NotFound(f"The model {model_id!r} does not exist.", param="model",
+                   code="model_not_found")  # fmt: skip
+
+
+__all__ = ["BatchdError", "router"]

@@ -1,0 +1,27 @@
+"""What the routes need, built once per app and reached through a dependency."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import Request
+
+from batchd.backends.router import Router
+from batchd.engine.worker import Worker
+from batchd.services.batches import BatchService
+from batchd.services.files import FileService
+from batchd.settings import Settings
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    files: FileService
+    batches: BatchService
+    router: Router
+    worker: Worker | None
+
+
+def app_state(request: Request) -> AppState:
+    state: AppState = request.app.state.batchd
+    return state

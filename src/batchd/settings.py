@@ -1,0 +1,168 @@
+"""batchd's one settings object.
+
+Built once at start-up (:func:`load_settings`) and passed down; nothing reads the
+environment anywhere else. Precedence, highest first: command-line flags, ``BATCHD_*``
+environment variables, the TOML file named by ``--config``, the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+MB = 1024 * 1024
+
+
+class BackendConfig(BaseModel):
+    """One OpenAI-compatible model server and the models routed to it."""
+
+    name: str = Field(description="A short name, used in logs and metrics.")
+    base_url: str = Field(description="The server's base URL, ending in /v1.")
+    api_key: str | None = Field(
+        default=None, description="API key sent as a Bearer token (prefer api_key_env)."
+    )
+    api_key_env: str | None = Field(
+        default=None, description="Name of an environment variable holding the API key."
+    )
+    models: list[str] = Field(
+        default_factory=lambda: ["*"],
+        description="Model names or glob patterns (fnmatch) routed to this backend.",
+    )
+    concurrency: int = Field(default=64, ge=1, description="Most requests in flight at once.")
+    timeout: float = Field(default=600.0, gt=0, description="Seconds before one request times out.")
+
+    def resolved_api_key(self) -> str | None:
+        if self.api_key_env:
+            return os.environ.get(self.api_key_env) or self.api_key
+        return self.api_key
+
+
+class Settings(BaseSettings):
+    """Every knob batchd has, each with a default."""
+
+    model_config = SettingsConfigDict(env_prefix="BATCHD_", extra="ignore")
+
+    host: str = Field(default="127.0.0.1", description="Address the HTTP server binds.")
+    port: int = Field(default=8000, description="Port the HTTP server binds.")
+    data_dir: Path = Field(default=Path("./data"), description="Where files and the database live.")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default: SQLite at DATA_DIR/batchd.db."
+    )
+    upstream: str | None = Field(
+        default=None, description="One OpenAI-compatible base URL that serves every model."
+    )
+    upstream_api_key: str | None = Field(default=None, description="API key for --upstream.")
+    upstream_concurrency: int = Field(
+        default=64, ge=1, description="Most requests in flight to --upstream at once."
+    )
+    upstream_timeout: float = Field(
+        default=600.0, gt=0, description="Per-request timeout, seconds."
+    )
+    backends: list[BackendConfig] = Field(
+        default_factory=list, description="Model servers (TOML [[backends]] tables)."
+    )
+    local: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Embedded local models (TOML [local] table); used when no backend matches.",
+    )
+    local_enabled: bool = Field(
+        default=True, description="Answer models no backend serves with the embedded models."
+    )
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Accepted API keys (comma-separated in BATCHD_API_KEYS). None: open server.",
+    )
+    max_batch_file_bytes: int = Field(default=200 * MB, description="Largest batch input file.")
+    max_file_bytes: int = Field(default=512 * MB, description="Largest file of any purpose.")
+    max_tasks_per_batch: int = Field(default=50_000, description="Most request lines in one batch.")
+    max_validation_errors: int = Field(
+        default=100, description="Validation errors listed on a failed batch before summarising."
+    )
+    completion_windows: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["24h"],
+        description="Accepted completion windows, e.g. 24h,1h,7d (OpenAI accepts only 24h).",
+    )
+    batch_file_ttl: int = Field(
+        default=30 * 24 * 3600, description="Seconds until a batch input file expires."
+    )
+    shard_size: int = Field(default=1000, ge=1, description="Request lines per unit of work.")
+    lease_seconds: float = Field(default=30.0, gt=0, description="How long a work claim lasts.")
+    max_attempts: int = Field(default=6, ge=1, description="Tries per request (first + retries).")
+    retry_base: float = Field(default=0.5, gt=0, description="First retry delay, seconds.")
+    retry_cap: float = Field(default=30.0, gt=0, description="Longest retry delay, seconds.")
+    cancel_grace: float = Field(
+        default=30.0, ge=0, description="Seconds in-flight requests may finish after a cancel."
+    )
+    poll_interval: float = Field(default=0.5, gt=0, description="Scheduler idle poll, seconds.")
+    sqlite_synchronous: str = Field(
+        default="NORMAL", description="SQLite synchronous mode: NORMAL (crash-safe) or FULL."
+    )
+    worker: bool = Field(default=True, description="Run batches in this process.")
+    log_level: str = Field(default="INFO", description="Logging level.")
+    log_format: str = Field(default="text", description="text or json.")
+
+    @field_validator("api_keys", "completion_windows", mode="before")
+    @classmethod
+    def _split_csv(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("data_dir", mode="after")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'batchd.db'}"
+
+    def all_backends(self) -> list[BackendConfig]:
+        """Configured backends, with ``--upstream`` (if given) routing every model."""
+        backends = list(self.backends)
+        if self.upstream:
+            backends.append(
+                BackendConfig(
+                    name="upstream",
+                    base_url=self.upstream,
+                    api_key=self.upstream_api_key,
+                    models=["*"],
+                    concurrency=self.upstream_concurrency,
+                    timeout=self.upstream_timeout,
+                )
+            )
+        return backends
+
+
+def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
+    """Settings from flags (``overrides``; ``None`` values are ignored), env and TOML."""
+    flags = {key: value for key, value in overrides.items() if value is not None}
+    if config is None:
+        return Settings(**flags)
+    if not config.is_file():
+        raise FileNotFoundError(f"config file not found: {config}")
+
+    class _FromFile(Settings):
+        model_config = SettingsConfigDict(toml_file=config)
+
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    return Settings.model_validate(_FromFile(**flags).model_dump())

@@ -1,0 +1,103 @@
+"""Rows as the store hands them out: plain dataclasses, no ORM, no wire shapes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class FileRecord:
+    id: str
+    tenant: str
+    filename: str
+    purpose: str
+    bytes: int
+    created_at: int
+    expires_at: int | None = None
+    status: str = "processed"
+    status_details: str | None = None
+    deleted_at: int | None = None
+
+
+@dataclass(slots=True)
+class Usage:
+    input_tokens: int = 0
+    cached_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    total_tokens: int = 0
+
+    def add(self, other: Usage) -> None:
+        self.input_tokens += other.input_tokens
+        self.cached_tokens += other.cached_tokens
+        self.output_tokens += other.output_tokens
+        self.reasoning_tokens += other.reasoning_tokens
+        self.total_tokens += other.total_tokens
+
+
+@dataclass(slots=True)
+class BatchRecord:
+    id: str
+    tenant: str
+    input_file_id: str
+    endpoint: str
+    completion_window: str
+    status: str
+    created_at: int
+    expires_at: int
+    phase: str = "validate"
+    """Internal: ``validate`` -> ``run`` -> ``finalize`` -> ``done``."""
+    model: str | None = None
+    metadata: dict[str, str] | None = None
+    errors: list[dict[str, Any]] | None = None
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    in_progress_at: int | None = None
+    finalizing_at: int | None = None
+    completed_at: int | None = None
+    failed_at: int | None = None
+    expired_at: int | None = None
+    cancelling_at: int | None = None
+    cancelled_at: int | None = None
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+    usage: Usage = field(default_factory=Usage)
+    output_expires_after: int | None = None
+    stop_reason: str | None = None
+    """``cancel`` or ``expire`` once the batch must stop sending requests."""
+
+
+@dataclass(frozen=True, slots=True)
+class ShardRecord:
+    """A contiguous range of request lines, the unit a worker claims."""
+
+    batch_id: str
+    shard_no: int
+    start_offset: int
+    end_offset: int
+    first_line: int
+    last_line: int
+    n_tasks: int
+
+
+@dataclass(frozen=True, slots=True)
+class ResultRow:
+    """The durable outcome of one request line."""
+
+    batch_id: str
+    line_no: int
+    custom_id: str
+    ok: bool
+    data: bytes
+    """The complete output (or error) file line, without newline."""
+    usage: Usage | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: list[T]
+    has_more: bool

@@ -1,0 +1,110 @@
+"""Table definitions (SQLAlchemy Core), shared by every SQL dialect."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+# BigInteger primary keys autoincrement on PostgreSQL; on SQLite the variant keeps
+# them aliases of ROWID.
+_SEQ = BigInteger().with_variant(Integer(), "sqlite")
+
+files = Table(
+    "files",
+    metadata,
+    Column("seq", _SEQ, primary_key=True, autoincrement=True),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("tenant", String(64), nullable=False),
+    Column("filename", Text, nullable=False),
+    Column("purpose", String(32), nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger),
+    Column("status", String(16), nullable=False),
+    Column("status_details", Text),
+    Column("deleted_at", BigInteger),
+    Index("ix_files_tenant_seq", "tenant", "seq"),
+)
+
+batches = Table(
+    "batches",
+    metadata,
+    Column("seq", _SEQ, primary_key=True, autoincrement=True),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("tenant", String(64), nullable=False),
+    Column("input_file_id", String(64), nullable=False),
+    Column("endpoint", String(64), nullable=False),
+    Column("completion_window", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    # Internal phase: validate -> run -> finalize -> done (status is what users see).
+    Column("phase", String(16), nullable=False),
+    Column("model", Text),
+    Column("metadata", JSON),
+    Column("errors", JSON),
+    Column("output_file_id", String(64)),
+    Column("error_file_id", String(64)),
+    Column("created_at", BigInteger, nullable=False),
+    Column("in_progress_at", BigInteger),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("finalizing_at", BigInteger),
+    Column("completed_at", BigInteger),
+    Column("failed_at", BigInteger),
+    Column("expired_at", BigInteger),
+    Column("cancelling_at", BigInteger),
+    Column("cancelled_at", BigInteger),
+    Column("total", Integer, nullable=False, default=0),
+    Column("completed", Integer, nullable=False, default=0),
+    Column("failed", Integer, nullable=False, default=0),
+    Column("input_tokens", BigInteger, nullable=False, default=0),
+    Column("cached_tokens", BigInteger, nullable=False, default=0),
+    Column("output_tokens", BigInteger, nullable=False, default=0),
+    Column("reasoning_tokens", BigInteger, nullable=False, default=0),
+    Column("total_tokens", BigInteger, nullable=False, default=0),
+    Column("output_expires_after", Integer),
+    Column("stop_reason", String(16)),
+    # Claims for the whole-batch phases (validating, finalizing).
+    Column("lease_owner", String(128)),
+    Column("lease_until", Float),
+    Index("ix_batches_tenant_seq", "tenant", "seq"),
+    Index("ix_batches_phase", "phase"),
+)
+
+shards = Table(
+    "shards",
+    metadata,
+    Column("batch_id", String(64), primary_key=True),
+    Column("shard_no", Integer, primary_key=True),
+    Column("start_offset", BigInteger, nullable=False),
+    Column("end_offset", BigInteger, nullable=False),
+    Column("first_line", Integer, nullable=False),
+    Column("last_line", Integer, nullable=False),
+    Column("n_tasks", Integer, nullable=False),
+    Column("done", Boolean, nullable=False, default=False),
+    Column("lease_owner", String(128)),
+    Column("lease_until", Float),
+    Index("ix_shards_open", "done", "batch_id"),
+)
+
+results = Table(
+    "results",
+    metadata,
+    Column("batch_id", String(64), primary_key=True),
+    Column("line_no", Integer, primary_key=True),
+    Column("custom_id", Text, nullable=False),
+    Column("ok", Boolean, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+)
