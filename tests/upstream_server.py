@@ -108,8 +108,11 @@ def _answer(path: str, body: dict[str, Any], text: str) -> dict[str, Any]:
             "usage": {"prompt_tokens": words, "total_tokens": words},
         }  # fmt: skip
     if path.endswith("/moderations"):
-        return {"id": "modr-x", "model": model,
-                "results": [{"flagged": False, "categories": {}, "category_scores": {}}]}
+        return {
+            "id": "modr-x",
+            "model": model,
+            "results": [{"flagged": False, "categories": {}, "category_scores": {}}],
+        }
     return {
         "id": "resp_x",
         "object": "response",
@@ -154,8 +157,14 @@ class UpstreamServer:
         return app
 
     async def _models(self, _request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [
-            {"id": "test-model", "object": "model", "created": 0, "owned_by": "upstream"}]})
+        return web.json_response(
+            {
+                "object": "list",
+                "data": [
+                    {"id": "test-model", "object": "model", "created": 0, "owned_by": "upstream"}
+                ],
+            }
+        )
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()

@@ -86,5 +86,23 @@ def serve(
     )
 
 
+@app.command()
+def demo(
+    data_dir: Annotated[
+        Path, typer.Option("--data-dir", help="Where the demo server keeps its data.")
+    ] = Path("./demo-data"),
+    output: Annotated[Path, typer.Option("--output", help="Where the results are written.")] = Path(
+        "./demo-output"
+    ),
+) -> None:
+    """Run the shipped sample batches through the embedded models (no network, no key)."""
+    from batchd.demo import run_demo
+    from batchd.server.logs import configure_logging
+
+    configure_logging("WARNING")
+    settings = load_settings(None, data_dir=data_dir, upstream=None, poll_interval=0.2)
+    raise typer.Exit(run_demo(settings, output))
+
+
 def main() -> None:
     app()

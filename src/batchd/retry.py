@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+_RNG = random.Random()
 RETRYABLE_STATUS: frozenset[int] = frozenset({408, 409, 429, 500, 502, 503, 504})
 
 
@@ -32,8 +33,8 @@ class RetryPolicy:
         self, attempt: int, retry_after: float | None = None, rng: random.Random | None = None
     ) -> float:
         """Seconds to wait after failed try number ``attempt``."""
-        r = rng or random
-        backoff = min(self.cap, self.base * (2 ** (attempt - 1)))
+        r = rng or _RNG
+        backoff = min(self.cap, self.base * 2.0 ** (attempt - 1))
         jittered = backoff / 2 + r.uniform(0, backoff / 2)
         if retry_after is not None:
             return max(min(retry_after, self.cap), jittered)
