@@ -60,8 +60,17 @@ def write_input(path: Path, lines: int, pad: int = 0) -> int:
                 ],
                 "max_tokens": 10,
             }
-            fh.write(json.dumps({"custom_id": f"req-{i}", "method": "POST",
-                                 "url": "/v1/chat/completions", "body": body}) + "\n")  # fmt: skip
+            fh.write(
+                json.dumps(
+                    {
+                        "custom_id": f"req-{i}",
+                        "method": "POST",
+                        "url": "/v1/chat/completions",
+                        "body": body,
+                    }
+                )
+                + "\n"
+            )
     return path.stat().st_size
 
 
@@ -74,8 +83,14 @@ async def bare_loop(base_url: str, path: Path, concurrency: int) -> float:
 
         async def one(body: bytes) -> None:
             nonlocal ok
-            async with sem, s.post(f"{base_url}/chat/completions", data=body,
-                                   headers={"Content-Type": "application/json"}) as r:  # fmt: skip
+            async with (
+                sem,
+                s.post(
+                    f"{base_url}/chat/completions",
+                    data=body,
+                    headers={"Content-Type": "application/json"},
+                ) as r,
+            ):
                 await r.read()
                 ok += r.status == 200
 
@@ -94,13 +109,29 @@ def peak_rss_mb(pid: int) -> float:
 
 def run_batchd(upstream: str, path: Path, concurrency: int, data_dir: Path) -> dict[str, float]:
     port = free_port()
-    env = {**os.environ, "BATCHD_LOCAL_ENABLED": "false", "BATCHD_POLL_INTERVAL": "0.1",
-           "BATCHD_LOG_LEVEL": "WARNING"}  # fmt: skip
+    env = {
+        **os.environ,
+        "BATCHD_LOCAL_ENABLED": "false",
+        "BATCHD_POLL_INTERVAL": "0.1",
+        "BATCHD_LOG_LEVEL": "WARNING",
+    }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "batchd", "serve", "--port", str(port), "--data-dir",
-         str(data_dir), "--upstream", upstream, "--upstream-concurrency", str(concurrency)],
+        [
+            sys.executable,
+            "-m",
+            "batchd",
+            "serve",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+            "--upstream",
+            upstream,
+            "--upstream-concurrency",
+            str(concurrency),
+        ],
         env=env,
-    )  # fmt: skip
+    )
     try:
         wait_http(f"http://127.0.0.1:{port}/health")
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="bench")
@@ -108,8 +139,9 @@ def run_batchd(upstream: str, path: Path, concurrency: int, data_dir: Path) -> d
         with path.open("rb") as fh:
             f = client.files.create(file=fh, purpose="batch")
         t_upload = time.perf_counter()
-        b = client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions",
-                                  completion_window="24h")  # fmt: skip
+        b = client.batches.create(
+            input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
         while b.status not in ("completed", "failed", "cancelled", "expired"):
             time.sleep(0.1)
             b = client.batches.retrieve(b.id)
@@ -139,8 +171,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--lines", type=int, default=50_000)
     parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--memory-mb", type=int, default=0,
-                        help="also run a batch of about this many MB and report peak RSS")  # fmt: skip
+    parser.add_argument(
+        "--memory-mb",
+        type=int,
+        default=0,
+        help="also run a batch of about this many MB and report peak RSS",
+    )
     args = parser.parse_args()
 
     up_port = free_port()
@@ -156,8 +192,9 @@ def main() -> None:
             size = write_input(path, args.lines)
             bare = asyncio.run(bare_loop(base, path, args.concurrency))
             svc = run_batchd(base, path, args.concurrency, Path(tmp) / "data")
-            results.update(input_mb=size / 2**20, bare_s=bare, batchd=svc,
-                           ratio=svc["total_s"] / bare)  # fmt: skip
+            results.update(
+                input_mb=size / 2**20, bare_s=bare, batchd=svc, ratio=svc["total_s"] / bare
+            )
             print(
                 f"{args.lines} lines, concurrency {args.concurrency}, input {size / 2**20:.1f} MB"
             )

@@ -54,6 +54,12 @@ class Stats:
     rejected_429: int = 0
     inflight: int = 0
     peak_inflight: int = 0
+    times: dict[str, list[float]] = field(default_factory=lambda: collections.defaultdict(list))
+    """Arrival time (``time.monotonic()``) of every attempt, per distinct text."""
+    paths: collections.Counter[str] = field(default_factory=collections.Counter)
+    """Requests per URL path."""
+    auth: collections.Counter[str] = field(default_factory=collections.Counter)
+    """``Authorization`` headers seen (``""`` when absent)."""
 
 
 def _text_of(body: dict[str, Any]) -> str:
@@ -84,29 +90,37 @@ def _answer(path: str, body: dict[str, Any], text: str) -> dict[str, Any]:
                     "finish_reason": "stop",
                 }
             ],
-            "usage": {"prompt_tokens": words, "completion_tokens": words + 1,
-                      "total_tokens": 2 * words + 1},
-        }  # fmt: skip
+            "usage": {
+                "prompt_tokens": words,
+                "completion_tokens": words + 1,
+                "total_tokens": 2 * words + 1,
+            },
+        }
     if path.endswith("/completions"):
         return {
             "id": "cmpl-x",
             "object": "text_completion",
             "created": now,
             "model": model,
-            "choices": [{"index": 0, "text": f"echo: {text}", "logprobs": None,
-                         "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": words, "completion_tokens": words + 1,
-                      "total_tokens": 2 * words + 1},
-        }  # fmt: skip
+            "choices": [
+                {"index": 0, "text": f"echo: {text}", "logprobs": None, "finish_reason": "stop"}
+            ],
+            "usage": {
+                "prompt_tokens": words,
+                "completion_tokens": words + 1,
+                "total_tokens": 2 * words + 1,
+            },
+        }
     if path.endswith("/embeddings"):
         digest = hashlib.sha256(text.encode()).digest()
         return {
             "object": "list",
-            "data": [{"object": "embedding", "index": 0,
-                      "embedding": [b / 255 for b in digest[:8]]}],
+            "data": [
+                {"object": "embedding", "index": 0, "embedding": [b / 255 for b in digest[:8]]}
+            ],
             "model": model,
             "usage": {"prompt_tokens": words, "total_tokens": words},
-        }  # fmt: skip
+        }
     if path.endswith("/moderations"):
         return {
             "id": "modr-x",
@@ -119,11 +133,15 @@ def _answer(path: str, body: dict[str, Any], text: str) -> dict[str, Any]:
         "created_at": now,
         "model": model,
         "status": "completed",
-        "output": [{"type": "message", "role": "assistant",
-                    "content": [{"type": "output_text", "text": f"echo: {text}"}]}],
-        "usage": {"input_tokens": words, "output_tokens": words + 1,
-                  "total_tokens": 2 * words + 1},
-    }  # fmt: skip
+        "output": [
+            {
+                "type": "message",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": f"echo: {text}"}],
+            }
+        ],
+        "usage": {"input_tokens": words, "output_tokens": words + 1, "total_tokens": 2 * words + 1},
+    }
 
 
 class UpstreamServer:
@@ -171,23 +189,43 @@ class UpstreamServer:
         try:
             body = json.loads(raw)
         except ValueError:
-            return web.json_response({"error": {"message": "bad json", "type": "invalid_request_error",
-                                                "param": None, "code": None}}, status=400)  # fmt: skip
+            return web.json_response(
+                {
+                    "error": {
+                        "message": "bad json",
+                        "type": "invalid_request_error",
+                        "param": None,
+                        "code": None,
+                    }
+                },
+                status=400,
+            )
         text = _text_of(body)
         f = self.faults
         stats = self.stats
         with self._lock:
             stats.total += 1
             stats.attempts[text] += 1
+            stats.times[text].append(time.monotonic())
+            stats.paths[request.path] += 1
+            stats.auth[request.headers.get("Authorization", "")] += 1
             attempt = stats.attempts[text]
             roll = self._rng.random()
             kind = self._rng.choice(f.error_kinds) if f.error_kinds else "500"
         if f.max_concurrency is not None and stats.inflight >= f.max_concurrency:
             stats.rejected_429 += 1
             return web.json_response(
-                {"error": {"message": "Rate limit reached", "type": "rate_limit_error",
-                           "param": None, "code": "rate_limit_exceeded"}},
-                status=429, headers={"Retry-After": str(f.retry_after)})  # fmt: skip
+                {
+                    "error": {
+                        "message": "Rate limit reached",
+                        "type": "rate_limit_error",
+                        "param": None,
+                        "code": "rate_limit_exceeded",
+                    }
+                },
+                status=429,
+                headers={"Retry-After": str(f.retry_after)},
+            )
         stats.inflight += 1
         stats.peak_inflight = max(stats.peak_inflight, stats.inflight)
         try:
@@ -195,24 +233,55 @@ class UpstreamServer:
                 await asyncio.sleep(f.delay)
             if f.reject_marker and f.reject_marker in text:
                 return web.json_response(
-                    {"error": {"message": "Rejected by test upstream", "type": "invalid_request_error",
-                               "param": "messages", "code": "content_rejected"}}, status=400)  # fmt: skip
+                    {
+                        "error": {
+                            "message": "Rejected by test upstream",
+                            "type": "invalid_request_error",
+                            "param": "messages",
+                            "code": "content_rejected",
+                        }
+                    },
+                    status=400,
+                )
             if attempt <= f.fail_first:
                 return web.json_response(
-                    {"error": {"message": "Injected failure", "type": "server_error",
-                               "param": None, "code": None}},
+                    {
+                        "error": {
+                            "message": "Injected failure",
+                            "type": "server_error",
+                            "param": None,
+                            "code": None,
+                        }
+                    },
                     status=f.fail_status,
                     headers={"Retry-After": str(f.retry_after)} if f.fail_status == 429 else None,
-                )  # fmt: skip
+                )
             if roll < f.error_rate:
                 if kind == "500":
-                    return web.json_response({"error": {"message": "boom", "type": "server_error",
-                                                        "param": None, "code": None}}, status=500)  # fmt: skip
+                    return web.json_response(
+                        {
+                            "error": {
+                                "message": "boom",
+                                "type": "server_error",
+                                "param": None,
+                                "code": None,
+                            }
+                        },
+                        status=500,
+                    )
                 if kind == "429":
                     return web.json_response(
-                        {"error": {"message": "slow down", "type": "rate_limit_error",
-                                   "param": None, "code": "rate_limit_exceeded"}},
-                        status=429, headers={"Retry-After": str(f.retry_after)})  # fmt: skip
+                        {
+                            "error": {
+                                "message": "slow down",
+                                "type": "rate_limit_error",
+                                "param": None,
+                                "code": "rate_limit_exceeded",
+                            }
+                        },
+                        status=429,
+                        headers={"Retry-After": str(f.retry_after)},
+                    )
                 if kind == "drop":
                     assert request.transport is not None
                     request.transport.close()
@@ -221,8 +290,9 @@ class UpstreamServer:
                     await asyncio.sleep(f.slow_seconds)
             with self._lock:
                 stats.successes[text] += 1
-            return web.json_response(_answer(request.path, body, text),
-                                     headers={"x-request-id": f"req_{stats.total}"})  # fmt: skip
+            return web.json_response(
+                _answer(request.path, body, text), headers={"x-request-id": f"req_{stats.total}"}
+            )
         finally:
             stats.inflight -= 1
 

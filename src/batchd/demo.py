@@ -69,8 +69,9 @@ def run_demo(settings: Settings, output_dir: Path, console: Console | None = Non
                     batch = client.batches.retrieve(batch.id)
                     counts = batch.request_counts
                     if counts and counts.total:
-                        progress.update(task, total=counts.total,
-                                        completed=counts.completed + counts.failed)  # fmt: skip
+                        progress.update(
+                            task, total=counts.total, completed=counts.completed + counts.failed
+                        )
             results = output_dir / name.replace(".jsonl", ".results.jsonl")
             lines: list[dict[str, Any]] = []
             if batch.output_file_id:
@@ -85,10 +86,14 @@ def run_demo(settings: Settings, output_dir: Path, console: Console | None = Non
             bad = counts.failed if counts else 0
             failures += bad + (batch.status != "completed")
             summary.add_row(
-                name, batch.status, str(ok), str(bad),
+                name,
+                batch.status,
+                str(ok),
+                str(bad),
                 str(batch.usage.total_tokens if batch.usage else 0),
-                f"{time.monotonic() - t0:.1f}", str(results),
-            )  # fmt: skip
+                f"{time.monotonic() - t0:.1f}",
+                str(results),
+            )
             _show_examples(console, endpoint, lines)
     console.print(summary)
     console.print(f"Done in {time.monotonic() - started:.1f} s. Results are in {output_dir}/.")

@@ -133,8 +133,11 @@ class Executor:
         if failures:
             log.error(
                 "shard %s/%d: %d results not stored: %r",
-                shard.batch_id, shard.shard_no, len(failures), failures[0],
-            )  # fmt: skip
+                shard.batch_id,
+                shard.shard_no,
+                len(failures),
+                failures[0],
+            )
             return False
         return not stopped()
 
@@ -164,8 +167,9 @@ class Executor:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a backend bug must not wedge the batch
-                log.exception("backend %s failed on %s line %d", route.backend.name,
-                              batch_id, line_no)  # fmt: skip
+                log.exception(
+                    "backend %s failed on %s line %d", route.backend.name, batch_id, line_no
+                )
                 data = outcome.error_line(custom_id, "backend_error", f"{type(exc).__name__}")
                 row = ResultRow(batch_id, line_no, custom_id, False, data)
                 break
@@ -173,10 +177,12 @@ class Executor:
                 await asyncio.sleep(policy.delay(attempt, resp.retry_after))
                 continue
             body_bytes, parsed = outcome.parse_body(resp.body)
-            ok = resp.status_code == 200 and "error" not in (parsed if isinstance(parsed, dict)
-                                                             else {})  # fmt: skip
+            ok = resp.status_code == 200 and "error" not in (
+                parsed if isinstance(parsed, dict) else {}
+            )
             data = outcome.response_line(custom_id, resp.status_code, resp.request_id, body_bytes)
-            row = ResultRow(batch_id, line_no, custom_id, ok, data,
-                            outcome.usage_of(parsed) if ok else None)  # fmt: skip
+            row = ResultRow(
+                batch_id, line_no, custom_id, ok, data, outcome.usage_of(parsed) if ok else None
+            )
             break
         await self._writer.submit(row)

@@ -25,6 +25,8 @@ class ResultWriter:
         self._max_rows = max_rows
         self._pending: list[tuple[ResultRow, asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -33,6 +35,7 @@ class ResultWriter:
     async def submit(self, row: ResultRow) -> None:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((row, fut))
+        self._idle.clear()
         self._wake.set()
         await fut
 
@@ -54,12 +57,12 @@ class ResultWriter:
                     for _, fut in batch:
                         if not fut.done():
                             fut.set_result(None)
+            self._idle.set()
 
     async def close(self) -> None:
         if self._task is not None:
             # Let queued rows land before stopping.
-            while self._pending:
-                await asyncio.sleep(0.01)
+            await self._idle.wait()
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task

@@ -72,8 +72,11 @@ def create_app(settings: Settings) -> FastAPI:
             log.warning("no API keys configured: the server is open to anyone who can reach it")
         if worker is not None:
             worker.start()
-        log.info("batchd ready (data dir %s, %s)", settings.data_dir,
-                 "worker on" if worker else "API only")  # fmt: skip
+        log.info(
+            "batchd ready (data dir %s, %s)",
+            settings.data_dir,
+            "worker on" if worker else "API only",
+        )
         try:
             yield
         finally:
@@ -108,8 +111,14 @@ def _install_error_handlers(app: FastAPI) -> None:
         message = first.get("msg", "Invalid request.")
         if param:
             message = f"{message}: '{param}'."
-        body = {"error": {"message": message, "type": "invalid_request_error", "param": param,
-                          "code": "invalid_value"}}  # fmt: skip
+        body = {
+            "error": {
+                "message": message,
+                "type": "invalid_request_error",
+                "param": param,
+                "code": "invalid_value",
+            }
+        }
         return JSONResponse(body, status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
@@ -117,13 +126,25 @@ def _install_error_handlers(app: FastAPI) -> None:
         message = str(exc.detail) if exc.detail else "Request failed."
         if exc.status_code == 404:
             message = "Unknown route."
-        body = {"error": {"message": message, "type": "invalid_request_error", "param": None,
-                          "code": None}}  # fmt: skip
+        body = {
+            "error": {
+                "message": message,
+                "type": "invalid_request_error",
+                "param": None,
+                "code": None,
+            }
+        }
         return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)
-        body = {"error": {"message": "The server had an error processing your request.",
-                          "type": "server_error", "param": None, "code": None}}  # fmt: skip
+        body = {
+            "error": {
+                "message": "The server had an error processing your request.",
+                "type": "server_error",
+                "param": None,
+                "code": None,
+            }
+        }
         return JSONResponse(body, status_code=500)

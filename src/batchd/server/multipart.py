@@ -97,8 +97,9 @@ async def receive_upload(request: Request, upload: Upload) -> UploadForm:
                     else:
                         part.data.extend(value)
                         if len(part.data) > MAX_FIELD_BYTES:
-                            raise InvalidRequest(f"Form field {part.name!r} is too large.",
-                                                 param=part.name)  # fmt: skip
+                            raise InvalidRequest(
+                                f"Form field {part.name!r} is too large.", param=part.name
+                            )
                 elif kind == "end" and part is not None:
                     if not (part.name == "file" and part.filename is not None):
                         fields[part.name] = part.data.decode("utf-8", "replace")

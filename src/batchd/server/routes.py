@@ -61,14 +61,18 @@ async def create_file(request: Request, tenant: Tenant, state: State) -> FileObj
     if length and length.isdigit() and int(length) > limit + 1024 * 1024:
         from batchd.errors import PayloadTooLarge
 
-        raise PayloadTooLarge(f"Upload is larger than the {limit} byte limit.",
-                              code="file_too_large", param="file")  # fmt: skip
+        raise PayloadTooLarge(
+            f"Upload is larger than the {limit} byte limit.", code="file_too_large", param="file"
+        )
     upload = await state.files.begin_upload(tenant)
     try:
         form = await receive_upload(request, upload)
         if form.filename is None:
-            raise InvalidRequest("Missing required parameter: 'file'.", param="file",
-                                 code="missing_required_parameter")  # fmt: skip
+            raise InvalidRequest(
+                "Missing required parameter: 'file'.",
+                param="file",
+                code="missing_required_parameter",
+            )
         expires_after = _expires_after(form.fields)
         rec = await upload.finish(
             filename=form.filename, purpose=form.fields.get("purpose"), expires_after=expires_after
@@ -85,8 +89,11 @@ def _expires_after(fields: dict[str, str]) -> tuple[str, int] | None:
     if anchor is None and seconds is None:
         return None
     if seconds is None or not seconds.strip().isdigit():
-        raise InvalidRequest("expires_after[seconds] must be an integer.",
-                             param="expires_after[seconds]", code="invalid_value")  # fmt: skip
+        raise InvalidRequest(
+            "expires_after[seconds] must be an integer.",
+            param="expires_after[seconds]",
+            code="invalid_value",
+        )
     return anchor or "created_at", int(seconds)
 
 
@@ -177,8 +184,7 @@ async def retrieve_model(model_id: str, _tenant: Tenant, state: State) -> Model:
     route = state.router.resolve(model_id)
     if route is not None:
         return Model(id=model_id, owned_by=route.backend.name)
-    raise NotFound(f"The model {model_id!r} does not exist.", param="model",
-                   code="model_not_found")  # fmt: skip
+    raise NotFound(f"The model {model_id!r} does not exist.", param="model", code="model_not_found")
 
 
 __all__ = ["BatchdError", "router"]

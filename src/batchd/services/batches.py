@@ -54,8 +54,11 @@ class BatchService:
             else None
         )
         if file is None:
-            raise NotFound(f"No such File object: {req.input_file_id}", param="input_file_id",
-                           code="file_not_found")  # fmt: skip
+            raise NotFound(
+                f"No such File object: {req.input_file_id}",
+                param="input_file_id",
+                code="file_not_found",
+            )
         if file.purpose != "batch":
             raise InvalidRequest(
                 f"File {file.id} has purpose {file.purpose!r}; a batch needs a file uploaded "
@@ -90,8 +93,9 @@ class BatchService:
 
     async def list(self, tenant: str, *, after: str | None, limit: int) -> Page[BatchRecord]:
         if not 1 <= limit <= 100:
-            raise InvalidRequest("limit must be between 1 and 100.", param="limit",
-                                 code="invalid_value")  # fmt: skip
+            raise InvalidRequest(
+                "limit must be between 1 and 100.", param="limit", code="invalid_value"
+            )
         return await self.store.list_batches(tenant=tenant, after=after, limit=limit)
 
     async def cancel(self, tenant: str, batch_id: str) -> BatchRecord:
@@ -113,12 +117,18 @@ def _check_metadata(metadata: dict[str, str] | None) -> None:
     if metadata is None:
         return
     if len(metadata) > MAX_METADATA_PAIRS:
-        raise InvalidRequest(f"metadata may have at most {MAX_METADATA_PAIRS} pairs.",
-                             param="metadata", code="invalid_value")  # fmt: skip
+        raise InvalidRequest(
+            f"metadata may have at most {MAX_METADATA_PAIRS} pairs.",
+            param="metadata",
+            code="invalid_value",
+        )
     for key, value in metadata.items():
         if len(key) > MAX_METADATA_KEY:
-            raise InvalidRequest(f"metadata keys may be at most {MAX_METADATA_KEY} characters.",
-                                 param="metadata", code="invalid_value")  # fmt: skip
+            raise InvalidRequest(
+                f"metadata keys may be at most {MAX_METADATA_KEY} characters.",
+                param="metadata",
+                code="invalid_value",
+            )
         if len(value) > MAX_METADATA_VALUE:
             raise InvalidRequest(
                 f"metadata values may be at most {MAX_METADATA_VALUE} characters.",

@@ -51,11 +51,15 @@ class Upload:
         self, *, filename: str, purpose: str | None, expires_after: tuple[str, int] | None
     ) -> FileRecord:
         if purpose is None:
-            raise InvalidRequest("Missing required parameter: 'purpose'.", param="purpose",
-                                 code="missing_required_parameter")  # fmt: skip
+            raise InvalidRequest(
+                "Missing required parameter: 'purpose'.",
+                param="purpose",
+                code="missing_required_parameter",
+            )
         if purpose not in UPLOAD_PURPOSES:
             raise InvalidRequest(
-                f"Invalid purpose {purpose!r}; expected one of {', '.join(sorted(UPLOAD_PURPOSES))}.",
+                f"Invalid purpose {purpose!r}; expected one of "
+                f"{', '.join(sorted(UPLOAD_PURPOSES))}.",
                 param="purpose",
                 code="invalid_value",
             )
@@ -71,8 +75,11 @@ class Upload:
         if expires_after is not None:
             anchor, seconds = expires_after
             if anchor != "created_at":
-                raise InvalidRequest("expires_after[anchor] must be 'created_at'.",
-                                     param="expires_after[anchor]", code="invalid_value")  # fmt: skip
+                raise InvalidRequest(
+                    "expires_after[anchor] must be 'created_at'.",
+                    param="expires_after[anchor]",
+                    code="invalid_value",
+                )
             if not MIN_EXPIRY <= seconds <= MAX_EXPIRY:
                 raise InvalidRequest(
                     f"expires_after[seconds] must be between {MIN_EXPIRY} and {MAX_EXPIRY}.",
@@ -122,11 +129,13 @@ class FileService:
         self, tenant: str, *, purpose: str | None, after: str | None, limit: int, order: str
     ) -> Page[FileRecord]:
         if not 1 <= limit <= 10_000:
-            raise InvalidRequest("limit must be between 1 and 10000.", param="limit",
-                                 code="invalid_value")  # fmt: skip
+            raise InvalidRequest(
+                "limit must be between 1 and 10000.", param="limit", code="invalid_value"
+            )
         if order not in ("asc", "desc"):
-            raise InvalidRequest("order must be 'asc' or 'desc'.", param="order",
-                                 code="invalid_value")  # fmt: skip
+            raise InvalidRequest(
+                "order must be 'asc' or 'desc'.", param="order", code="invalid_value"
+            )
         return await self.store.list_files(
             tenant=tenant, purpose=purpose, after=after, limit=limit, order=order
         )

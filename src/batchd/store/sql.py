@@ -659,12 +659,33 @@ def _file(row: Row[Any]) -> FileRecord:
 
 
 _BATCH_PLAIN = (
-    "id", "tenant", "input_file_id", "endpoint", "completion_window", "status", "phase",
-    "created_at", "expires_at", "model", "metadata", "errors", "output_file_id",
-    "error_file_id", "in_progress_at", "finalizing_at", "completed_at", "failed_at",
-    "expired_at", "cancelling_at", "cancelled_at", "total", "completed", "failed",
-    "output_expires_after", "stop_reason",
-)  # fmt: skip
+    "id",
+    "tenant",
+    "input_file_id",
+    "endpoint",
+    "completion_window",
+    "status",
+    "phase",
+    "created_at",
+    "expires_at",
+    "model",
+    "metadata",
+    "errors",
+    "output_file_id",
+    "error_file_id",
+    "in_progress_at",
+    "finalizing_at",
+    "completed_at",
+    "failed_at",
+    "expired_at",
+    "cancelling_at",
+    "cancelled_at",
+    "total",
+    "completed",
+    "failed",
+    "output_expires_after",
+    "stop_reason",
+)
 
 
 def _batch_values(rec: BatchRecord) -> dict[str, Any]:
