@@ -104,5 +104,15 @@ def demo(
     raise typer.Exit(run_demo(settings, output))
 
 
+def _register_pipeline_commands() -> None:
+    """The pipeline's commands (run, status, results, ...) live with the pipeline."""
+    try:
+        from batchd.pipeline.commands import register
+    except ImportError:
+        return
+    register(app)
+
+
 def main() -> None:
+    _register_pipeline_commands()
     app()

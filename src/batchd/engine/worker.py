@@ -74,6 +74,7 @@ class Worker:
         self._stops: dict[str, str | None] = {}
         self._main: asyncio.Task[None] | None = None
         self._batch_info: dict[str, tuple[str, str]] = {}
+        self._draining = False
 
     # ------------------------------------------------------------ lifecycle
 
@@ -86,11 +87,18 @@ class Worker:
         self._wake.set()
 
     async def stop(self) -> None:
-        """Stop claiming, abandon running work (its leases are released) and wait."""
+        """Stop claiming; let requests in flight finish (up to the cancel grace), then
+        release every claim so another worker (or this one, restarted) resumes at once."""
+        self._draining = True
         if self._main is not None:
             self._main.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._main
+        shards = list(self._shards.values())
+        if shards:
+            # Each shard task stops dispatching, waits out its in-flight requests for
+            # up to the grace period, and releases its lease itself.
+            await asyncio.wait(shards, timeout=self._opts.cancel_grace + 5)
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -188,7 +196,8 @@ class Worker:
                     info = self._batch_info[shard.batch_id] = (batch.endpoint, batch.input_file_id)
                 job = ShardJob(shard=shard, endpoint=info[0], input_file_id=info[1])
                 finished = await self.executor.run(
-                    job, lambda: self._stops.get(shard.batch_id) is not None
+                    job,
+                    lambda: self._draining or self._stops.get(shard.batch_id) is not None,
                 )
                 if finished:
                     await self._store.complete_shard(shard, self.owner)
