@@ -63,7 +63,11 @@ async def iter_lines(
             nl = buf.find(b"\n", pos)
             if nl < 0:
                 break
-            yield _make(number, offset + pos, offset + nl + 1, bytes(buf[pos:nl]))
+            if max_line_bytes is not None and nl - pos > max_line_bytes:
+                # A whole over-long line inside one chunk is as too long as one spanning chunks.
+                yield Line(number, offset + pos, offset + nl + 1, b"", too_long=True)
+            else:
+                yield _make(number, offset + pos, offset + nl + 1, bytes(buf[pos:nl]))
             number += 1
             pos = nl + 1
         if pos:

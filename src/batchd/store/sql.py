@@ -21,6 +21,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from batchd.store import schema
+from batchd.store.sqlite_results import SqliteResultWriter
 from batchd.store.records import (
     BatchRecord,
     FileRecord,
@@ -56,12 +57,19 @@ class SqlStore:
                 cur.close()
 
         self._write_lock = _AsyncLock() if self.is_sqlite else None
+        self._fast_results: SqliteResultWriter | None = None
+        if self.is_sqlite:
+            path = self.engine.url.database
+            if path and path != ":memory:":
+                self._fast_results = SqliteResultWriter(path, synchronous=sqlite_synchronous)
 
     async def open(self) -> None:
         async with self.engine.begin() as conn:
             await conn.run_sync(schema.metadata.create_all)
 
     async def close(self) -> None:
+        if self._fast_results is not None:
+            self._fast_results.close()
         await self.engine.dispose()
 
     @contextlib.asynccontextmanager
@@ -490,6 +498,9 @@ class SqlStore:
         """
         if not rows:
             return 0
+        if self._fast_results is not None:
+            async with self._write_lock or contextlib.nullcontext():
+                return await self._fast_results.record(rows)
         r, t = schema.results, schema.batches
         by_key = {(row.batch_id, row.line_no): row for row in rows}
         stmt = (
