@@ -209,7 +209,7 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / "big.jsonl"
                 n = min(50_000, args.lines)
-                pad = max(0, args.memory_mb * 2**20 // n - 200)
+                pad = max(0, args.memory_mb * 1_000_000 // n - 260)  # decimal MB
                 size = write_input(path, n, pad=pad)
                 mem = run_batchd(base, path, args.concurrency, Path(tmp) / "data")
                 results["memory"] = {"input_mb": size / 2**20, **mem}

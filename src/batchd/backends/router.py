@@ -23,8 +23,17 @@ class Router:
         self._routes = routes
         self._fallback = fallback
         self._exact = {r.pattern: r for r in reversed(routes) if not _is_glob(r.pattern)}
+        self._cache: dict[str, Route | None] = {}
 
     def resolve(self, model: str) -> Route | None:
+        if model in self._cache:
+            return self._cache[model]
+        route = self._resolve(model)
+        if len(self._cache) < 10_000:
+            self._cache[model] = route
+        return route
+
+    def _resolve(self, model: str) -> Route | None:
         route = self._exact.get(model)
         if route is not None:
             return route

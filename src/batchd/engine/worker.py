@@ -113,6 +113,7 @@ class Worker:
     async def _loop(self) -> None:
         last_heartbeat = 0.0
         last_purge = 0.0
+        last_expiry = 0.0
         while True:
             try:
                 t = time.time()
@@ -122,7 +123,9 @@ class Worker:
                 if t - last_purge >= self._opts.file_purge_interval:
                     await self._purge_files()
                     last_purge = t
-                await self._store.request_expiry(now())
+                if t - last_expiry >= 1.0:
+                    await self._store.request_expiry(now())
+                    last_expiry = t
                 await self._refresh_stops()
                 await self._claim()
             except asyncio.CancelledError:

@@ -20,7 +20,11 @@ log = logging.getLogger(__name__)
 
 
 class ResultWriter:
-    def __init__(self, store: SqlStore, *, max_rows: int = 2000) -> None:
+    def __init__(
+        self, store: SqlStore, *, max_rows: int = 2000, linger: float = 0.002, min_rows: int = 16
+    ) -> None:
+        self._linger = linger
+        self._min_rows = min_rows
         self._store = store
         self._max_rows = max_rows
         self._pending: list[tuple[ResultRow, asyncio.Future[None]]] = []
@@ -28,6 +32,7 @@ class ResultWriter:
         self._idle = asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
+        self.commits = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="result-writer")
@@ -43,6 +48,11 @@ class ResultWriter:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            if len(self._pending) < self._min_rows:
+                # A moment's wait turns a trickle of tiny transactions into a few
+                # larger ones; each costs a thread hop and a WAL append.
+                await asyncio.sleep(self._linger)
+            self.commits += 1
             while self._pending:
                 batch = self._pending[: self._max_rows]
                 del self._pending[: self._max_rows]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -70,6 +71,10 @@ def create_app(settings: Settings) -> FastAPI:
         )
         if not settings.api_keys:
             log.warning("no API keys configured: the server is open to anyone who can reach it")
+        # Objects alive after start-up live as long as the process: keep the cyclic
+        # GC from re-scanning them on every collection (a measurable cost per request).
+        gc.collect()
+        gc.freeze()
         if worker is not None:
             worker.start()
         log.info(
