@@ -112,7 +112,6 @@ def run_batchd(upstream: str, path: Path, concurrency: int, data_dir: Path) -> d
     env = {
         **os.environ,
         "BATCHD_LOCAL_ENABLED": "false",
-        "BATCHD_POLL_INTERVAL": "0.1",
         "BATCHD_LOG_LEVEL": "WARNING",
     }
     proc = subprocess.Popen(
