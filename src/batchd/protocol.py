@@ -150,7 +150,9 @@ class OutputExpiresAfter(BaseModel):
 class BatchCreateRequest(BaseModel):
     """Body of ``POST /v1/batches``."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Newer SDKs may send fields this server does not know yet; they are ignored
+    # rather than refused, so the official client keeps working unchanged.
+    model_config = ConfigDict(extra="ignore")
 
     input_file_id: str
     endpoint: str

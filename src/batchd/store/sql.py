@@ -32,7 +32,7 @@ from batchd.store.records import (
 )
 
 ACTIVE_PHASES = ("validate", "run", "finalize")
-_RESULT_PAGE = 2000
+_RESULT_PAGE = 500
 
 
 class SqlStore:
