@@ -25,6 +25,7 @@ import json
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +45,10 @@ class Faults:
     max_concurrency: int | None = None
     """Answer 429 to requests beyond this many in flight (a rate-limited upstream)."""
     seed: int = 1234
+    answer: Callable[[str], str] | None = None
+    """Chat answer text for a request text (default ``echo: <text>``)."""
+    length_marker: str | None = None
+    """Chat requests whose text contains it finish with ``finish_reason: length``."""
 
 
 @dataclass
@@ -72,7 +77,9 @@ def _text_of(body: dict[str, Any]) -> str:
     return json.dumps(body, sort_keys=True)
 
 
-def _answer(path: str, body: dict[str, Any], text: str) -> dict[str, Any]:
+def _answer(
+    path: str, body: dict[str, Any], text: str, faults: Faults | None = None
+) -> dict[str, Any]:
     model = body.get("model", "test-model")
     words = max(1, len(text.split()))
     now = int(time.time())
@@ -85,9 +92,16 @@ def _answer(path: str, body: dict[str, Any], text: str) -> dict[str, Any]:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": f"echo: {text}"},
+                    "message": {
+                        "role": "assistant",
+                        "content": faults.answer(text)
+                        if faults and faults.answer
+                        else f"echo: {text}",
+                    },
                     "logprobs": None,
-                    "finish_reason": "stop",
+                    "finish_reason": "length"
+                    if faults and faults.length_marker and faults.length_marker in text
+                    else "stop",
                 }
             ],
             "usage": {
@@ -291,7 +305,7 @@ class UpstreamServer:
             with self._lock:
                 stats.successes[text] += 1
             return web.json_response(
-                _answer(request.path, body, text), headers={"x-request-id": f"req_{stats.total}"}
+                _answer(request.path, body, text, f), headers={"x-request-id": f"req_{stats.total}"}
             )
         finally:
             stats.inflight -= 1

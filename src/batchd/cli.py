@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -76,6 +78,9 @@ def serve(
         log_format=log_format,
     )
     configure_logging(settings.log_level, settings.log_format)
+    # uvicorn shuts down gracefully on SIGTERM and then re-raises the signal with the
+    # handler that was installed before it; make that handler a clean exit (status 0).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(
         create_app(settings),
         host=settings.host,

@@ -503,22 +503,33 @@ class SqlStore:
                 return await self._fast_results.record(rows)
         r, t = schema.results, schema.batches
         by_key = {(row.batch_id, row.line_no): row for row in rows}
-        stmt = (
-            self._insert(r)
-            .on_conflict_do_nothing(index_elements=["batch_id", "line_no"])
-            .returning(r.c.batch_id, r.c.line_no)
-        )
-        params = [
-            {
-                "batch_id": row.batch_id,
-                "line_no": row.line_no,
-                "custom_id": row.custom_id,
-                "ok": row.ok,
-                "data": row.data,
-            }
-            for row in by_key.values()
-        ]
         async with self._write() as conn:
+            running = set(
+                (
+                    await conn.execute(
+                        select(t.c.id).where(t.c.phase == "run", t.c.id.in_({b for b, _ in by_key}))
+                    )
+                ).scalars()
+            )
+            # Once finalization has begun a late result must not count.
+            params = [
+                {
+                    "batch_id": row.batch_id,
+                    "line_no": row.line_no,
+                    "custom_id": row.custom_id,
+                    "ok": row.ok,
+                    "data": row.data,
+                }
+                for row in by_key.values()
+                if row.batch_id in running
+            ]
+            if not params:
+                return 0
+            stmt = (
+                self._insert(r)
+                .on_conflict_do_nothing(index_elements=["batch_id", "line_no"])
+                .returning(r.c.batch_id, r.c.line_no)
+            )
             inserted = (await conn.execute(stmt, params)).all()
             totals: dict[str, tuple[int, int, Usage]] = {}
             for batch_id, line_no in inserted:

@@ -53,7 +53,10 @@ class SqliteResultWriter:
         inserted = 0
         conn.execute("BEGIN IMMEDIATE")
         try:
+            running = _running_batches(conn, {row.batch_id for row in rows})
             for row in rows:
+                if row.batch_id not in running:
+                    continue  # finalization has begun: a late result must not count
                 cur = conn.execute(
                     _INSERT, (row.batch_id, row.line_no, row.custom_id, row.ok, row.data)
                 )
@@ -84,3 +87,11 @@ class SqliteResultWriter:
 
         self._pool.submit(_close).result()
         self._pool.shutdown(wait=True)
+
+
+def _running_batches(conn: sqlite3.Connection, batch_ids: set[str]) -> set[str]:
+    marks = ",".join("?" * len(batch_ids))
+    cur = conn.execute(
+        f"SELECT id FROM batches WHERE phase = 'run' AND id IN ({marks})", tuple(batch_ids)
+    )
+    return {r[0] for r in cur}
