@@ -28,7 +28,9 @@ class InvalidInput(PipelineError):
     """Validation found problems; nothing was uploaded."""
 
     def __init__(self, report: ValidationReport) -> None:
-        super().__init__(f"the input has {report.error_count} invalid line(s); nothing was uploaded")
+        super().__init__(
+            f"the input has {report.error_count} invalid line(s); nothing was uploaded"
+        )
         self.report = report
 
 

@@ -165,20 +165,33 @@ class Ledger:
             self._db.execute("DELETE FROM requests")
             self._db.execute("DELETE FROM meta WHERE key = 'planned'")
 
-    def add_chunk(self, chunk_id: str, round_: int, seq: int, path: Path, n: int, size: int) -> None:
+    def add_chunk(
+        self, chunk_id: str, round_: int, seq: int, path: Path, n: int, size: int
+    ) -> None:
         self._db.execute(
             "INSERT OR REPLACE INTO chunks (id, round, seq, path, requests, bytes) "
             "VALUES (?, ?, ?, ?, ?, ?)",
             (chunk_id, round_, seq, str(path), n, size),
         )
 
+    def commit_plan(self, chunks: list[tuple[str, Path, int, int]], meta: dict[str, str]) -> None:
+        """Record a complete plan's chunks and mark the plan done, atomically."""
+        with self._tx():
+            for seq, (chunk_id, path, n, size) in enumerate(chunks):
+                self.add_chunk(chunk_id, 0, seq, path, n, size)
+            for key, value in meta.items():
+                self.set(key, value)
+            self.set("planned", "1")
+
     def add_requests(self, entries: Iterable[RequestEntry]) -> None:
         with self._tx():
             self._db.executemany(
                 "INSERT INTO requests (custom_id, seq, src_chunk, src_offset, src_length, chunk) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                ((e.custom_id, e.seq, e.src_chunk, e.src_offset, e.src_length, e.src_chunk)
-                 for e in entries),
+                (
+                    (e.custom_id, e.seq, e.src_chunk, e.src_offset, e.src_length, e.src_chunk)
+                    for e in entries
+                ),
             )
 
     # ------------------------------------------------------------- chunks
@@ -197,9 +210,7 @@ class Ledger:
 
     def update_chunk(self, chunk_id: str, **fields: Any) -> None:
         names = ", ".join(f"{name} = ?" for name in fields)
-        self._db.execute(
-            f"UPDATE chunks SET {names} WHERE id = ?", (*fields.values(), chunk_id)
-        )
+        self._db.execute(f"UPDATE chunks SET {names} WHERE id = ?", (*fields.values(), chunk_id))
 
     def current_round(self) -> int:
         row = self._db.execute("SELECT COALESCE(MAX(round), 0) FROM chunks").fetchone()
@@ -239,7 +250,9 @@ class Ledger:
         )
         return cur.rowcount
 
-    def finish_chunk(self, chunk_id: str, outcomes: Iterable[tuple[Outcome, bytes]], reason: str) -> None:
+    def finish_chunk(
+        self, chunk_id: str, outcomes: Iterable[tuple[Outcome, bytes]], reason: str
+    ) -> None:
         """Record a chunk's outcomes and mark it done, atomically."""
         with self._tx():
             self.record_outcomes(chunk_id, outcomes)

@@ -103,16 +103,13 @@ def _csv_rows(path: Path) -> Iterator[Row]:
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh, delimiter=delimiter)
-        index = 0
-        line = reader.line_num
-        for record in reader:
-            index += 1
-            yield Row(index, line + 1, dict(record))
-            line = reader.line_num
+        for index, record in enumerate(reader, start=1):
+            # line_num is the record's last line (a quoted cell may span several)
+            yield Row(index, reader.line_num, dict(record))
 
 
 def _parquet_rows(path: Path) -> Iterator[Row]:
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
     index = 0
     for batch in pq.ParquetFile(path).iter_batches(batch_size=PARQUET_BATCH_ROWS):

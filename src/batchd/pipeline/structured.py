@@ -47,7 +47,7 @@ class SchemaSpec:
                 return None, f"invalid_structured_output: {where}: {first['msg']}"
         try:
             value = json.loads(text)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             return None, f"invalid_structured_output: not JSON ({exc.msg})"
         error = jsonschema.exceptions.best_match(
             jsonschema.Draft202012Validator(self.schema).iter_errors(value)

@@ -59,10 +59,10 @@ def _offline_tiktoken(model: str | None) -> Callable[[str], list[int]] | None:
         encoding = (
             tiktoken.encoding_for_model(model) if model else tiktoken.get_encoding("o200k_base")
         )
-    except Exception:  # noqa: BLE001 - no cached encoding and no network: fall back
+    except Exception:
         try:
             encoding = tiktoken.get_encoding("o200k_base")
-        except Exception:  # noqa: BLE001
+        except Exception:
             return None
     encode: Callable[[str], list[int]] = encoding.encode
     return encode

@@ -21,7 +21,6 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from batchd.store import schema
-from batchd.store.sqlite_results import SqliteResultWriter
 from batchd.store.records import (
     BatchRecord,
     FileRecord,
@@ -30,6 +29,7 @@ from batchd.store.records import (
     ShardRecord,
     Usage,
 )
+from batchd.store.sqlite_results import SqliteResultWriter
 
 ACTIVE_PHASES = ("validate", "run", "finalize")
 _RESULT_PAGE = 500

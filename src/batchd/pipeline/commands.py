@@ -1,0 +1,413 @@
+"""The pipeline's commands on the ``batchd`` CLI: run, status, results, cancel, validate, estimate.
+
+Each command parses its flags into a :class:`RequestSpec`/:class:`RunConfig`,
+calls :mod:`batchd.pipeline.api`, and prints. Exit status: 0 done, 1 some lines
+failed (or the input is invalid, for ``validate``), 2 the run could not proceed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from batchd.pipeline.api import (
+    Estimate,
+    cancel_run,
+    connect,
+    estimate,
+    find_state_dir,
+    make_spec,
+    run_status,
+    write_run_results,
+)
+from batchd.pipeline.config import (
+    DEFAULT_MAX_REQUESTS,
+    DEFAULT_RETRY_ROUNDS,
+    RunConfig,
+    parse_size,
+)
+from batchd.pipeline.errors import InvalidInput, PipelineError
+from batchd.pipeline.prompts import max_tokens_param
+from batchd.pipeline.runner import BatchRunner, RunSummary
+from batchd.validation import ValidationReport
+
+# Optional[...] rather than X | None: typer reads these annotations at run time.
+Str = Optional[str]  # noqa: UP045
+Int = Optional[int]  # noqa: UP045
+Float = Optional[float]  # noqa: UP045
+OptPath = Optional[Path]  # noqa: UP045
+
+ModelOpt = Annotated[Str, typer.Option("--model", "-m", help="Model for every request.")]
+TemplateOpt = Annotated[
+    Str, typer.Option("--template", help="Prompt template over the columns ({column}), or a file.")
+]
+InputColumnOpt = Annotated[Str, typer.Option("--input-column", help="Column holding the prompt.")]
+SystemOpt = Annotated[Str, typer.Option("--system", help="System message / instructions.")]
+IdColumnOpt = Annotated[
+    Str, typer.Option("--id-column", help="Column with each row's custom_id (default row-<n>).")
+]
+EndpointOpt = Annotated[
+    Str, typer.Option("--endpoint", help="/v1/chat/completions (default), /v1/embeddings, ...")
+]
+BaseUrlOpt = Annotated[
+    Str,
+    typer.Option(
+        "--base-url",
+        envvar="OPENAI_BASE_URL",
+        help="OpenAI-compatible API (…/v1). Default: "
+        "OpenAI with OPENAI_API_KEY, else an in-process batchd server.",
+    ),
+]
+ApiKeyOpt = Annotated[Str, typer.Option("--api-key", envvar="OPENAI_API_KEY", help="API key.")]
+TemperatureOpt = Annotated[Float, typer.Option("--temperature", help="Sampling temperature.")]
+MaxTokensOpt = Annotated[Int, typer.Option("--max-tokens", help="Most output tokens per answer.")]
+ParamOpt = Annotated[
+    Optional[list[str]],  # noqa: UP045
+    typer.Option("--param", help="Extra body field KEY=VALUE (VALUE as JSON if it parses)."),
+]
+SchemaOpt = Annotated[
+    OptPath, typer.Option("--json-schema", help="JSON Schema file: structured, validated answers.")
+]
+MaxReqOpt = Annotated[
+    Int, typer.Option("--max-requests-per-batch", help=f"Default {DEFAULT_MAX_REQUESTS}.")
+]
+MaxBytesOpt = Annotated[
+    Str, typer.Option("--max-bytes-per-batch", help="Bytes (or 200MB, 1GiB). Default 200MB.")
+]
+PriceInOpt = Annotated[Float, typer.Option("--price-input", help="USD per 1M input tokens.")]
+PriceOutOpt = Annotated[Float, typer.Option("--price-output", help="USD per 1M output tokens.")]
+StateDirOpt = Annotated[
+    OptPath, typer.Option("--state-dir", help="Ledger and chunk files (default OUTPUT.batchd).")
+]
+
+console = Console(stderr=True)
+out = Console(soft_wrap=True, highlight=False, markup=False)
+
+
+def _params(
+    endpoint: str | None, temperature: float | None, max_tokens: int | None, param: list[str] | None
+) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    if temperature is not None:
+        params["temperature"] = temperature
+    if max_tokens is not None:
+        params[max_tokens_param(endpoint)] = max_tokens
+    for item in param or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"--param wants KEY=VALUE, got {item!r}")
+        try:
+            params[key] = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            params[key] = value
+    return params
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    console.print(f"[red]error:[/red] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def _print_report(report: ValidationReport, source: Path) -> None:
+    if report.ok:
+        out.print(f"{source}: {report.total} request lines, all valid (model {report.model}).")
+        return
+    out.print(f"{source}: {report.error_count} problem(s) in {report.total} lines:")
+    for e in report.errors:
+        where = f"line {e.line}: " if e.line is not None else ""
+        out.print(f"  {where}[{e.code}] {e.message}", markup=False)
+
+
+def _print_estimate(est: Estimate, config: RunConfig) -> None:
+    table = Table(title=f"chunk plan: {est.requests} requests, {len(est.chunks)} batch(es)")
+    for col in ("chunk", "requests", "bytes"):
+        table.add_column(col)
+    for c in est.chunks[:50]:
+        table.add_row(c.id, str(c.requests), f"{c.bytes:,}")
+    if len(est.chunks) > 50:
+        table.add_row("…", f"+{len(est.chunks) - 50} more", "")
+    out.print(table)
+    out.print(f"endpoint {est.endpoint}, model {est.model}")
+    out.print(
+        f"limits: {config.max_requests_per_batch} requests / "
+        f"{config.max_bytes_per_batch:,} bytes per batch"
+    )
+    out.print(f"input tokens: {est.input_tokens:,} ({est.token_method})", highlight=False)
+    out.print(f"input cost: {est.input_cost.describe()}", highlight=False)
+    if est.max_cost is not None:
+        out.print(
+            f"upper bound with max output ({est.max_output_tokens:,} tokens): "
+            f"{est.max_cost.describe()}",
+            highlight=False,
+        )
+    else:
+        out.print("output tokens: unknown before the run (set --max-tokens for an upper bound)")
+
+
+def _print_summary(summary: RunSummary) -> None:
+    out.print(
+        f"run {summary.run_id}: {summary.succeeded}/{summary.requests} succeeded, "
+        f"{summary.failed} failed after {summary.rounds} retry round(s) "
+        f"in {summary.seconds:.1f}s" + (" [cancelled]" if summary.cancelled else ""),
+        highlight=False,
+    )
+    out.print(f"cost: {summary.cost.describe()}", highlight=False)
+    for custom_id, reason in summary.failures:
+        out.print(f"  failed {custom_id}: {reason}", highlight=False)
+    out.print(f"results: {summary.output}", highlight=False)
+
+
+def run(
+    input: Annotated[Path, typer.Argument(help="Rows (JSONL/CSV/Parquet) or a ready batch JSONL.")],
+    model: ModelOpt = None,
+    template: TemplateOpt = None,
+    input_column: InputColumnOpt = None,
+    system: SystemOpt = None,
+    id_column: IdColumnOpt = None,
+    endpoint: EndpointOpt = None,
+    base_url: BaseUrlOpt = None,
+    api_key: ApiKeyOpt = None,
+    temperature: TemperatureOpt = None,
+    max_tokens: MaxTokensOpt = None,
+    param: ParamOpt = None,
+    json_schema: SchemaOpt = None,
+    max_requests_per_batch: MaxReqOpt = None,
+    max_bytes_per_batch: MaxBytesOpt = None,
+    max_retry_rounds: Annotated[
+        Int, typer.Option("--max-retry-rounds", help=f"Default {DEFAULT_RETRY_ROUNDS}.")
+    ] = None,
+    retry_length: Annotated[
+        Optional[bool],  # noqa: UP045
+        typer.Option("--retry-length/--no-retry-length", help="Resubmit finish_reason=length."),
+    ] = None,
+    output: Annotated[OptPath, typer.Option("--output", "-o", help="Merged results file.")] = None,
+    state_dir: StateDirOpt = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Validate, print the chunk plan and cost estimate.")
+    ] = False,
+    poll_interval: Annotated[
+        Float, typer.Option("--poll-interval", help="First poll delay, s.")
+    ] = None,
+    poll_max: Annotated[Float, typer.Option("--poll-max", help="Longest poll delay, s.")] = None,
+    max_in_flight: Annotated[
+        Int, typer.Option("--max-in-flight", help="Most batches running at once (default 4).")
+    ] = None,
+    token_limit_wait: Annotated[
+        Float,
+        typer.Option(
+            "--token-limit-wait", help="Seconds before resubmitting on token_limit_exceeded."
+        ),
+    ] = None,
+    price_input: PriceInOpt = None,
+    price_output: PriceOutOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+) -> None:
+    """Push every row of INPUT through a batch API; resumable (run the same command again)."""
+    try:
+        spec = make_spec(
+            model=model,
+            endpoint=endpoint,
+            template=template,
+            input_column=input_column,
+            system=system,
+            id_column=id_column,
+            params=_params(endpoint, temperature, max_tokens, param),
+            json_schema=json_schema,
+        )
+        options: dict[str, Any] = {
+            "output": output,
+            "state_dir": state_dir,
+            "base_url": base_url,
+            "api_key": api_key,
+            "max_requests_per_batch": max_requests_per_batch,
+            "max_bytes_per_batch": parse_size(max_bytes_per_batch) if max_bytes_per_batch else None,
+            "max_retry_rounds": max_retry_rounds,
+            "retry_length": retry_length,
+            "poll_interval": poll_interval,
+            "poll_max": poll_max,
+            "max_in_flight": max_in_flight,
+            "token_limit_wait": token_limit_wait,
+            "price_input": price_input,
+            "price_output": price_output,
+        }
+        config = RunConfig(input=input, **{k: v for k, v in options.items() if v is not None})
+        if dry_run:
+            est = estimate(config, spec)
+            if not est.report.ok:
+                _print_report(est.report, input)
+                raise typer.Exit(2)
+            _print_estimate(est, config)
+            return
+        summary = BatchRunner(config, spec, console=console, quiet=quiet).run()
+    except InvalidInput as exc:
+        _print_report(exc.report, input)
+        raise _fail(str(exc)) from None
+    except PipelineError as exc:
+        raise _fail(str(exc)) from None
+    _print_summary(summary)
+    raise typer.Exit(0 if summary.ok else 1)
+
+
+def validate(
+    file: Annotated[Path, typer.Argument(help="A batch JSONL, or rows with --model/--template.")],
+    model: ModelOpt = None,
+    template: TemplateOpt = None,
+    input_column: InputColumnOpt = None,
+    system: SystemOpt = None,
+    id_column: IdColumnOpt = None,
+    endpoint: EndpointOpt = None,
+    max_bytes_per_batch: MaxBytesOpt = None,
+) -> None:
+    """Check every line with the server's rules, with line numbers; uploads nothing."""
+    try:
+        spec = make_spec(
+            model=model,
+            endpoint=endpoint,
+            template=template,
+            input_column=input_column,
+            system=system,
+            id_column=id_column,
+        )
+        config = RunConfig(input=file)
+        if max_bytes_per_batch:
+            config = RunConfig(input=file, max_bytes_per_batch=parse_size(max_bytes_per_batch))
+        from batchd.pipeline.planner import make_plan
+
+        report = make_plan(config, spec).report
+    except PipelineError as exc:
+        raise _fail(str(exc)) from None
+    _print_report(report, file)
+    raise typer.Exit(0 if report.ok else 1)
+
+
+def estimate_command(
+    input: Annotated[Path, typer.Argument(help="Rows or a ready batch JSONL.")],
+    model: ModelOpt = None,
+    template: TemplateOpt = None,
+    input_column: InputColumnOpt = None,
+    system: SystemOpt = None,
+    id_column: IdColumnOpt = None,
+    endpoint: EndpointOpt = None,
+    max_tokens: MaxTokensOpt = None,
+    json_schema: SchemaOpt = None,
+    max_requests_per_batch: MaxReqOpt = None,
+    max_bytes_per_batch: MaxBytesOpt = None,
+    price_input: PriceInOpt = None,
+    price_output: PriceOutOpt = None,
+) -> None:
+    """Print the chunk plan, token count and cost estimate (same as run --dry-run)."""
+    try:
+        spec = make_spec(
+            model=model,
+            endpoint=endpoint,
+            template=template,
+            input_column=input_column,
+            system=system,
+            id_column=id_column,
+            params=_params(endpoint, None, max_tokens, None),
+            json_schema=json_schema,
+        )
+        options: dict[str, Any] = {
+            "max_requests_per_batch": max_requests_per_batch,
+            "max_bytes_per_batch": parse_size(max_bytes_per_batch) if max_bytes_per_batch else None,
+            "price_input": price_input,
+            "price_output": price_output,
+        }
+        config = RunConfig(input=input, **{k: v for k, v in options.items() if v is not None})
+        est = estimate(config, spec)
+    except PipelineError as exc:
+        raise _fail(str(exc)) from None
+    if not est.report.ok:
+        _print_report(est.report, input)
+        raise typer.Exit(2)
+    _print_estimate(est, config)
+
+
+RunTarget = Annotated[
+    Path, typer.Argument(help="The run's output file or its state dir (OUTPUT.batchd).")
+]
+
+
+def status(
+    target: RunTarget,
+    base_url: BaseUrlOpt = None,
+    api_key: ApiKeyOpt = None,
+    refresh: Annotated[
+        bool, typer.Option("--refresh/--no-refresh", help="Re-read running batches from the API.")
+    ] = False,
+) -> None:
+    """Show a run's chunks and totals from its ledger."""
+    try:
+        with contextlib.ExitStack() as stack:
+            client = None
+            if refresh:
+                client = connect(
+                    base_url=base_url,
+                    api_key=api_key,
+                    state_dir=find_state_dir(target),
+                    stack=stack,
+                )
+            st = run_status(target, client=client)
+    except PipelineError as exc:
+        raise _fail(str(exc)) from None
+    table = Table(title=f"run {st.run_id} (round {st.round})")
+    for col in ("chunk", "state", "batch", "status", "requests", "done", "failed"):
+        table.add_column(col)
+    for c in st.chunks:
+        table.add_row(
+            c.id,
+            c.state,
+            c.batch_id or "",
+            c.batch_status or "",
+            str(c.requests),
+            str(c.completed),
+            str(c.failed),
+        )
+    out.print(table)
+    t = st.totals
+    state = "finished" if st.finished else "cancelled" if st.cancelled else "in progress"
+    out.print(
+        f"{state}: {t.ok} ok, {t.failed} failed, {t.length} cut off, {t.pending} pending "
+        f"of {t.requests}; {t.input_tokens:,} input / {t.output_tokens:,} output tokens"
+    )
+
+
+def results(
+    target: RunTarget,
+    output: Annotated[OptPath, typer.Option("--output", "-o", help="Where to write.")] = None,
+) -> None:
+    """Write the merged results of what a run has finished (in input order)."""
+    try:
+        path, rows = write_run_results(target, output=output)
+    except PipelineError as exc:
+        raise _fail(str(exc)) from None
+    out.print(f"{rows} rows written to {path}")
+
+
+def cancel(target: RunTarget, base_url: BaseUrlOpt = None, api_key: ApiKeyOpt = None) -> None:
+    """Cancel a run: its running batches are cancelled and no new ones start."""
+    try:
+        with contextlib.ExitStack() as stack:
+            client = connect(
+                base_url=base_url, api_key=api_key, state_dir=find_state_dir(target), stack=stack
+            )
+            ids = cancel_run(target, client=client)
+    except PipelineError as exc:
+        raise _fail(str(exc)) from None
+    out.print(f"cancelled {len(ids)} batch(es): {' '.join(ids)}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the pipeline's commands to the ``batchd`` app."""
+    app.command("run")(run)
+    app.command("status")(status)
+    app.command("results")(results)
+    app.command("cancel")(cancel)
+    app.command("validate")(validate)
+    app.command("estimate")(estimate_command)
