@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ from batchd.backends.base import BackendUnavailable
 from batchd.backends.router import Route, Router
 from batchd.blobs.base import BlobStore
 from batchd.engine import outcome
+from batchd.engine.events import Observers
 from batchd.engine.writer import ResultWriter
 from batchd.jsonl import iter_lines
 from batchd.retry import RetryPolicy
@@ -45,7 +47,9 @@ class Executor:
         policy: RetryPolicy,
         writer: ResultWriter,
         cancel_grace: float,
+        observers: Observers | None = None,
     ) -> None:
+        self._observers = observers or Observers()
         self._store = store
         self._blobs = blobs
         self._router = router
@@ -155,10 +159,20 @@ class Executor:
         while True:
             attempt += 1
             self.sent += 1
+            started = time.perf_counter()
+            obs, name = self._observers, route.backend.name
             try:
                 resp = await route.backend.send(endpoint, body)
             except BackendUnavailable as exc:
+                obs.request_finished(
+                    backend=name,
+                    endpoint=endpoint,
+                    status=None,
+                    seconds=time.perf_counter() - started,
+                    attempt=attempt,
+                )
                 if policy.can_retry(attempt):
+                    obs.request_retried(backend=name, status=None)
                     await asyncio.sleep(policy.delay(attempt))
                     continue
                 data = outcome.error_line(custom_id, exc.kind, f"{exc} (after {attempt} tries)")
@@ -173,7 +187,15 @@ class Executor:
                 data = outcome.error_line(custom_id, "backend_error", f"{type(exc).__name__}")
                 row = ResultRow(batch_id, line_no, custom_id, False, data)
                 break
+            obs.request_finished(
+                backend=name,
+                endpoint=endpoint,
+                status=resp.status_code,
+                seconds=time.perf_counter() - started,
+                attempt=attempt,
+            )
             if resp.status_code != 200 and policy.should_retry_status(resp.status_code, attempt):
+                obs.request_retried(backend=name, status=resp.status_code)
                 await asyncio.sleep(policy.delay(attempt, resp.retry_after))
                 continue
             body_bytes, parsed = outcome.parse_body(resp.body)
@@ -185,4 +207,5 @@ class Executor:
                 batch_id, line_no, custom_id, ok, data, outcome.usage_of(parsed) if ok else None
             )
             break
+        self._observers.line_recorded(batch_id=batch_id, ok=row.ok)
         await self._writer.submit(row)

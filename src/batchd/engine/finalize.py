@@ -17,6 +17,7 @@ import orjson
 from batchd.blobs.base import BlobStore, BlobWriter
 from batchd.clock import now
 from batchd.engine import outcome
+from batchd.engine.events import Observers
 from batchd.ids import new_file_id
 from batchd.jsonl import iter_lines
 from batchd.store.records import BatchRecord, FileRecord
@@ -33,7 +34,13 @@ _FINAL_STATUS = {"cancel": "cancelled", "expire": "expired", None: "completed"}
 
 
 async def finalize_batch(
-    batch: BatchRecord, *, owner: str, store: SqlStore, blobs: BlobStore, max_line_bytes: int
+    batch: BatchRecord,
+    *,
+    owner: str,
+    store: SqlStore,
+    blobs: BlobStore,
+    max_line_bytes: int,
+    observers: Observers | None = None,
 ) -> None:
     out_id = batch.output_file_id or new_file_id()
     err_id = batch.error_file_id or new_file_id()
@@ -82,6 +89,9 @@ async def finalize_batch(
     if finished:
         await store.purge_results(batch.id)
         log.info("batch %s %s (%d not run)", batch.id, status, unrun)
+        final = await store.get_batch(batch.id, tenant=None)
+        if observers is not None and final is not None:
+            observers.batch_finished(final)
 
 
 async def _merge(

@@ -12,6 +12,7 @@ import logging
 
 from batchd.blobs.base import BlobStore
 from batchd.clock import now
+from batchd.engine.events import Observers
 from batchd.jsonl import iter_lines
 from batchd.store.records import BatchRecord, ShardRecord
 from batchd.store.sql import SqlStore
@@ -30,6 +31,7 @@ async def validate_batch(
     max_errors: int,
     max_line_bytes: int,
     shard_size: int,
+    observers: Observers | None = None,
 ) -> None:
     validator = FileValidator(endpoint=batch.endpoint, max_tasks=max_tasks, max_errors=max_errors)
     shards: list[ShardRecord] = []
@@ -39,6 +41,7 @@ async def validate_batch(
         message = f"The input file {batch.input_file_id} no longer exists."
         errors = [{"code": "missing_input_file", "message": message, "param": None, "line": None}]
         await store.fail_batch(batch.id, owner, errors=errors, total=0, model=None, now=now())
+        await _announce(store, batch.id, observers)
         return
     report = validator.finish()
     if not report.ok:
@@ -47,6 +50,7 @@ async def validate_batch(
         await store.fail_batch(
             batch.id, owner, errors=errors, total=report.total, model=report.model, now=now()
         )
+        await _announce(store, batch.id, observers)
         return
     await store.start_batch(
         batch.id, owner, total=report.total, model=report.model, shards=shards, now=now()
@@ -78,6 +82,14 @@ async def _scan(
             cur = None
     if cur is not None:
         shards.append(_shard(batch.id, len(shards), cur))
+
+
+async def _announce(store: SqlStore, batch_id: str, observers: Observers | None) -> None:
+    if observers is None:
+        return
+    final = await store.get_batch(batch_id, tenant=None)
+    if final is not None and final.status == "failed":
+        observers.batch_finished(final)
 
 
 def _shard(batch_id: str, number: int, cur: dict[str, int]) -> ShardRecord:

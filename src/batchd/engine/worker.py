@@ -19,6 +19,7 @@ from typing import Any
 from batchd.backends.router import Router
 from batchd.blobs.base import BlobStore
 from batchd.clock import now
+from batchd.engine.events import Observers
 from batchd.engine.executor import Executor, ShardJob
 from batchd.engine.finalize import finalize_batch
 from batchd.engine.owner import is_dead_local_owner, new_owner_id
@@ -53,8 +54,10 @@ class Worker:
         router: Router,
         policy: RetryPolicy,
         options: WorkerOptions,
+        observers: Observers | None = None,
     ) -> None:
         self.owner = new_owner_id()
+        self.observers = observers or Observers()
         self._store = store
         self._blobs = blobs
         self._opts = options
@@ -66,6 +69,7 @@ class Worker:
             policy=policy,
             writer=self._writer,
             cancel_grace=options.cancel_grace,
+            observers=self.observers,
         )
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -166,6 +170,7 @@ class Worker:
                     max_errors=opts.max_errors,
                     max_line_bytes=opts.max_line_bytes,
                     shard_size=opts.shard_size,
+                    observers=self.observers,
                 ),
                 f"validate {batch.id}",
             )
@@ -183,6 +188,7 @@ class Worker:
                     store=store,
                     blobs=self._blobs,
                     max_line_bytes=opts.max_line_bytes,
+                    observers=self.observers,
                 ),
                 f"finalize {batch.id}",
             )
