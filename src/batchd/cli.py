@@ -24,40 +24,63 @@ def _root() -> None:
     """batchd: run the server, or push prompts through a batch API."""
 
 
+# Options shared by `serve` and `worker` (same database, storage and backends).
+DataDirOpt = Annotated[
+    Optional[Path], typer.Option("--data-dir", help="Where files and the database live.")  # noqa: UP045
+]
+UpstreamOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(help="OpenAI-compatible base URL (…/v1) that serves every model."),
+]
+UpstreamKeyOpt = Annotated[
+    Optional[str], typer.Option("--upstream-api-key", help="API key for --upstream.")  # noqa: UP045
+]
+UpstreamConcurrencyOpt = Annotated[
+    Optional[int],  # noqa: UP045
+    typer.Option(help="Most requests in flight to --upstream (across all workers)."),
+]
+ConfigOpt = Annotated[
+    Optional[Path], typer.Option("--config", help="TOML file: backends, routes, settings.")  # noqa: UP045
+]
+DatabaseOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(help="postgresql://… or sqlite:///… (default: SQLite in the data dir)."),
+]
+StorageOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(help="s3://bucket/prefix (AWS_* settings) or file:///path (default: data dir)."),
+]
+LogLevelOpt = Annotated[Optional[str], typer.Option(help="Logging level.")]  # noqa: UP045
+LogFormatOpt = Annotated[Optional[str], typer.Option(help="text or json.")]  # noqa: UP045
+WebhookOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(help="URL that receives batch.* events (secret: BATCHD_WEBHOOK_SECRET)."),
+]
+
+
 @app.command()
 def serve(
     host: Annotated[Optional[str], typer.Option(help="Address to bind.")] = None,  # noqa: UP045
     port: Annotated[Optional[int], typer.Option(help="Port to bind.")] = None,  # noqa: UP045
-    data_dir: Annotated[
-        Optional[Path], typer.Option("--data-dir", help="Where files and the database live.")  # noqa: UP045
-    ] = None,
-    upstream: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Option(help="OpenAI-compatible base URL (…/v1) that serves every model."),
-    ] = None,
-    upstream_api_key: Annotated[
-        Optional[str], typer.Option("--upstream-api-key", help="API key for --upstream.")  # noqa: UP045
-    ] = None,
-    upstream_concurrency: Annotated[
-        Optional[int], typer.Option(help="Most requests in flight to --upstream.")  # noqa: UP045
-    ] = None,
-    config: Annotated[
-        Optional[Path], typer.Option("--config", help="TOML file: backends, routes, settings.")  # noqa: UP045
-    ] = None,
+    data_dir: DataDirOpt = None,
+    upstream: UpstreamOpt = None,
+    upstream_api_key: UpstreamKeyOpt = None,
+    upstream_concurrency: UpstreamConcurrencyOpt = None,
+    config: ConfigOpt = None,
     api_key: Annotated[
         Optional[list[str]],  # noqa: UP045
         typer.Option("--api-key", help="Accepted API key (repeatable). None: open server."),
     ] = None,
-    database_url: Annotated[
-        Optional[str], typer.Option(help="SQLAlchemy URL (default: SQLite in the data dir).")  # noqa: UP045
-    ] = None,
+    database_url: DatabaseOpt = None,
+    storage: StorageOpt = None,
     worker: Annotated[
         Optional[bool], typer.Option("--worker/--no-worker", help="Run batches in this process.")  # noqa: UP045
     ] = None,
-    log_level: Annotated[Optional[str], typer.Option(help="Logging level.")] = None,  # noqa: UP045
-    log_format: Annotated[Optional[str], typer.Option(help="text or json.")] = None,  # noqa: UP045
+    log_level: LogLevelOpt = None,
+    log_format: LogFormatOpt = None,
+    webhook_url: WebhookOpt = None,
 ) -> None:
-    """Run the OpenAI-compatible Files + Batches API server."""
+    """Run the OpenAI-compatible Files + Batches API server (with --no-worker: the API only)."""
     import uvicorn
 
     from batchd.server.app import create_app
@@ -73,9 +96,11 @@ def serve(
         upstream_concurrency=upstream_concurrency,
         api_keys=api_key or None,
         database_url=database_url,
+        storage=storage,
         worker=worker,
         log_level=log_level,
         log_format=log_format,
+        webhook_url=webhook_url,
     )
     configure_logging(settings.log_level, settings.log_format)
     # uvicorn shuts down gracefully on SIGTERM and then re-raises the signal with the
@@ -88,6 +113,52 @@ def serve(
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=max(5, int(settings.cancel_grace)),
+    )
+
+
+@app.command("worker")
+def worker_command(
+    data_dir: DataDirOpt = None,
+    upstream: UpstreamOpt = None,
+    upstream_api_key: UpstreamKeyOpt = None,
+    upstream_concurrency: UpstreamConcurrencyOpt = None,
+    config: ConfigOpt = None,
+    database_url: DatabaseOpt = None,
+    storage: StorageOpt = None,
+    log_level: LogLevelOpt = None,
+    log_format: LogFormatOpt = None,
+    webhook_url: WebhookOpt = None,
+) -> None:
+    """Run batches without the HTTP API: claim work from the shared database and run it."""
+    import asyncio
+
+    from batchd.engine.standalone import run_worker
+    from batchd.server.logs import configure_logging
+
+    settings = load_settings(
+        config,
+        data_dir=data_dir,
+        upstream=upstream,
+        upstream_api_key=upstream_api_key,
+        upstream_concurrency=upstream_concurrency,
+        database_url=database_url,
+        storage=storage,
+        log_level=log_level,
+        log_format=log_format,
+        webhook_url=webhook_url,
+    )
+    configure_logging(settings.log_level, settings.log_format)
+    # Batches this worker finishes announce themselves like those of `serve`.
+    from batchd.engine.events import Observers
+    from batchd.webhooks import build_dispatcher
+
+    dispatcher = build_dispatcher(settings)
+    asyncio.run(
+        run_worker(
+            settings,
+            observers=Observers([dispatcher]) if dispatcher else None,
+            companions=[dispatcher] if dispatcher else [],
+        )
     )
 
 

@@ -43,7 +43,7 @@ def run_demo(settings: Settings, output_dir: Path, console: Console | None = Non
         summary.add_column(col)
     failures = 0
     with EmbeddedServer(settings) as server:
-        client = openai.OpenAI(base_url=server.base_url, api_key="demo", max_retries=2)
+        client = openai.OpenAI(base_url=server.base_url, api_key=server.api_key, max_retries=2)
         console.print(f"[dim]batchd running in-process at {server.base_url}[/dim]")
         for name, endpoint, what in SAMPLES:
             t0 = time.monotonic()

@@ -47,6 +47,13 @@ class BackendConfig(BaseModel):
         return self.api_key
 
 
+class ModelPrice(BaseModel):
+    """What one model's tokens cost, USD per million (the rate you pay for batch work)."""
+
+    input: float = Field(ge=0, description="USD per million input tokens.")
+    output: float = Field(ge=0, description="USD per million output tokens.")
+
+
 class Settings(BaseSettings):
     """Every knob batchd has, each with a default."""
 
@@ -56,7 +63,17 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, description="Port the HTTP server binds.")
     data_dir: Path = Field(default=Path("./data"), description="Where files and the database live.")
     database_url: str | None = Field(
-        default=None, description="SQLAlchemy URL; default: SQLite at DATA_DIR/batchd.db."
+        default=None,
+        description="Database URL (postgresql://... or sqlite:///...); default: SQLite at "
+        "DATA_DIR/batchd.db. Plain postgresql:// uses asyncpg.",
+    )
+    storage: str | None = Field(
+        default=None,
+        description="Where file bytes live: s3://bucket/prefix (endpoint and credentials from "
+        "the AWS_* settings) or file:///path; default: DATA_DIR.",
+    )
+    db_pool_size: int = Field(
+        default=10, ge=1, description="PostgreSQL connections per process (and as many overflow)."
     )
     upstream: str | None = Field(
         default=None, description="One OpenAI-compatible base URL that serves every model."
@@ -104,12 +121,45 @@ class Settings(BaseSettings):
         default=30.0, ge=0, description="Seconds in-flight requests may finish after a cancel."
     )
     poll_interval: float = Field(default=0.5, gt=0, description="Scheduler idle poll, seconds.")
+    max_shards: int = Field(default=8, ge=1, description="Shards one worker runs at once.")
+    adaptive_concurrency: bool = Field(
+        default=True,
+        description="Adapt each backend's concurrency (AIMD): halve on 429, probe upward on "
+        "success, up to the backend's share of its configured limit.",
+    )
     sqlite_synchronous: str = Field(
         default="NORMAL", description="SQLite synchronous mode: NORMAL (crash-safe) or FULL."
     )
     worker: bool = Field(default=True, description="Run batches in this process.")
     log_level: str = Field(default="INFO", description="Logging level.")
     log_format: str = Field(default="text", description="text or json.")
+    metrics_enabled: bool = Field(
+        default=True, description="Serve Prometheus metrics at /metrics (no API key: firewall it)."
+    )
+    ui_enabled: bool = Field(default=True, description="Serve the web dashboard at /ui.")
+    prices: dict[str, ModelPrice] = Field(
+        default_factory=dict,
+        description="Per-model prices for the dashboard's cost column (model or glob pattern "
+        '-> {input, output} USD per million tokens; JSON in BATCHD_PRICES, [prices."m"] in TOML).',
+    )
+    webhook_url: str | None = Field(
+        default=None, description="URL that receives batch.completed/failed/expired/cancelled."
+    )
+    webhook_secret: str | None = Field(
+        default=None, description="Standard Webhooks signing secret (whsec_<base64>)."
+    )
+    webhook_max_attempts: int = Field(
+        default=8, ge=1, description="Tries per webhook event (first + retries)."
+    )
+    webhook_retry_base: float = Field(
+        default=1.0, gt=0, description="First webhook retry delay, seconds (doubles each try)."
+    )
+    webhook_retry_cap: float = Field(
+        default=300.0, gt=0, description="Longest webhook retry delay, seconds."
+    )
+    webhook_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds one webhook delivery may take."
+    )
 
     @field_validator("api_keys", "completion_windows", mode="before")
     @classmethod

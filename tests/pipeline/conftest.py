@@ -48,7 +48,7 @@ def server(upstream: UpstreamServer, tmp_path: Path) -> Iterator[EmbeddedServer]
         retry_cap=0.1,
         max_attempts=2,
     )
-    with EmbeddedServer(settings) as srv:
+    with EmbeddedServer(settings, private=False) as srv:
         yield srv
 
 

@@ -1,8 +1,9 @@
 """Running the request lines of one shard against their backends.
 
-Concurrency is bounded per backend by a semaphore; a request holds its slot from
-the first try until its result is durable, so at most ``concurrency`` requests per
-backend can be lost to a crash and re-sent.
+Concurrency is bounded per backend (engine/limits.py): a request holds a slot of
+this worker's share of the backend's limit from the first try until its result is
+durable, so at most ``concurrency`` requests per backend can be lost to a crash and
+re-sent; each try also waits for room in the backend's adaptive (AIMD) window.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from dataclasses import dataclass
 
 import orjson
 
-from batchd.backends.base import BackendUnavailable
+from batchd.backends.base import BackendResponse, BackendUnavailable
 from batchd.backends.router import Route, Router
 from batchd.blobs.base import BlobStore
 from batchd.engine import outcome
 from batchd.engine.events import Observers
+from batchd.engine.limits import BackendLimit, Limits
 from batchd.engine.writer import ResultWriter
 from batchd.jsonl import iter_lines
 from batchd.retry import RetryPolicy
@@ -48,7 +50,9 @@ class Executor:
         writer: ResultWriter,
         cancel_grace: float,
         observers: Observers | None = None,
+        limits: Limits | None = None,
     ) -> None:
+        self.limits = limits or Limits()
         self._observers = observers or Observers()
         self._store = store
         self._blobs = blobs
@@ -56,15 +60,11 @@ class Executor:
         self._policy = policy
         self._writer = writer
         self._grace = cancel_grace
-        self._limits: dict[str, asyncio.Semaphore] = {}
         self.sent = 0
         """Requests sent upstream by this process (tries, not lines)."""
 
-    def _limit(self, route: Route) -> asyncio.Semaphore:
-        sem = self._limits.get(route.backend.name)
-        if sem is None:
-            sem = self._limits[route.backend.name] = asyncio.Semaphore(route.concurrency)
-        return sem
+    def _limit(self, route: Route) -> BackendLimit:
+        return self.limits.get(route.backend.name, route.concurrency)
 
     async def run(self, job: ShardJob, stopped: Callable[[], bool]) -> bool:
         """Run every line of the shard that has no result yet.
@@ -77,13 +77,13 @@ class Executor:
         inflight: set[asyncio.Task[None]] = set()
         failures: list[BaseException] = []
 
-        def track(task: asyncio.Task[None], sem: asyncio.Semaphore | None) -> None:
+        def track(task: asyncio.Task[None], sem: BackendLimit | None) -> None:
             inflight.add(task)
 
             def finished(t: asyncio.Task[None]) -> None:
                 inflight.discard(t)
                 if sem is not None:
-                    sem.release()
+                    sem.release_slot()
                 if not t.cancelled() and t.exception() is not None:
                     failures.append(t.exception())  # type: ignore[arg-type]
 
@@ -119,7 +119,7 @@ class Executor:
                 track(asyncio.create_task(self._writer.submit(row)), None)
                 continue
             sem = self._limit(route)
-            await sem.acquire()
+            await sem.acquire_slot()
             body = orjson.dumps(parsed.body)
             coro = self._one(
                 shard.batch_id, line.number, parsed.custom_id, job.endpoint, body, route
@@ -145,6 +145,18 @@ class Executor:
             return False
         return not stopped()
 
+    async def _send(self, route: Route, endpoint: str, body: bytes) -> BackendResponse:
+        """One try, inside the backend's adaptive window (which learns from the answer)."""
+        limit = self._limit(route)
+        token = await limit.acquire_send()
+        try:
+            resp = await route.backend.send(endpoint, body)
+        except BaseException:
+            limit.release_send(token, status=None)
+            raise
+        limit.release_send(token, status=resp.status_code, retry_after=resp.retry_after)
+        return resp
+
     async def _one(
         self,
         batch_id: str,
@@ -162,7 +174,7 @@ class Executor:
             started = time.perf_counter()
             obs, name = self._observers, route.backend.name
             try:
-                resp = await route.backend.send(endpoint, body)
+                resp = await self._send(route, endpoint, body)
             except BackendUnavailable as exc:
                 obs.request_finished(
                     backend=name,

@@ -2,8 +2,14 @@
 
 One loop per process. Each tick it frees the leases of dead local processes,
 flags expired batches, then claims what it has room for: batches to validate,
-shards to run (fairly: from the batch with the fewest shards running), batches
-to finalize. A heartbeat renews every lease it holds.
+shards to run (fairly: highest priority first, then from the batch with the fewest
+shards running anywhere), batches to finalize. A heartbeat renews every lease it
+holds; leases of a worker on another host that died lapse and are taken over.
+
+Workers in other processes (other hosts) are woken by PostgreSQL NOTIFY when one
+is available, else they find new work at their next poll. Every second the worker
+registers in the ``workers`` table with the backends it is sending to and
+re-divides each backend's concurrency limit among the workers sending to it.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from batchd.clock import now
 from batchd.engine.events import Observers
 from batchd.engine.executor import Executor, ShardJob
 from batchd.engine.finalize import finalize_batch
+from batchd.engine.limits import Limits
 from batchd.engine.owner import is_dead_local_owner, new_owner_id
 from batchd.engine.validate import validate_batch
 from batchd.engine.writer import ResultWriter
@@ -30,6 +37,8 @@ from batchd.store.records import ShardRecord
 from batchd.store.sql import SqlStore
 
 log = logging.getLogger(__name__)
+
+MAX_VALIDATIONS_PER_TICK = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +52,13 @@ class WorkerOptions:
     max_line_bytes: int = 200 * 1024 * 1024
     cancel_grace: float = 30.0
     file_purge_interval: float = 60.0
+    extra_shards: int = 2
+    """Shards a worker at ``max_shards`` may still start for batches with none running,
+    so a newly arrived batch starts at once instead of after a shard of a huge one."""
+    registry_interval: float = 1.0
+    """Seconds between worker-registry refreshes (the shared concurrency split)."""
+    adaptive_concurrency: bool = True
+    """AIMD per backend (engine/limits.py); off: always the full share."""
 
 
 class Worker:
@@ -70,7 +86,11 @@ class Worker:
             writer=self._writer,
             cancel_grace=options.cancel_grace,
             observers=self.observers,
+            limits=Limits(adaptive=options.adaptive_concurrency),
         )
+        self.limits = self.executor.limits
+        self._listener = store.listener(self.wake)
+        self._registered: list[str] | None = None
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._shards: dict[tuple[str, int], asyncio.Task[None]] = {}
@@ -84,6 +104,8 @@ class Worker:
 
     def start(self) -> None:
         self._writer.start()
+        if self._listener is not None:
+            self._listener.start()
         self._main = asyncio.create_task(self._loop(), name="worker")
 
     def wake(self) -> None:
@@ -109,8 +131,12 @@ class Worker:
             with contextlib.suppress(BaseException):
                 await task
         await self._writer.close()
+        if self._listener is not None:
+            await self._listener.close()
         with contextlib.suppress(Exception):
             await self._store.release_leases([self.owner])
+        with contextlib.suppress(Exception):
+            await self._store.forget_workers(owners=[self.owner])
 
     # ----------------------------------------------------------------- loop
 
@@ -118,12 +144,19 @@ class Worker:
         last_heartbeat = 0.0
         last_purge = 0.0
         last_expiry = 0.0
+        last_registry = 0.0
         while True:
             try:
                 t = time.time()
                 if t - last_heartbeat >= self._opts.lease_seconds / 3:
                     await self._heartbeat()
                     last_heartbeat = t
+                active = self.limits.active()
+                if t - last_registry >= self._opts.registry_interval or (
+                    active != self._registered
+                ):
+                    await self._register(active)
+                    last_registry = t
                 if t - last_purge >= self._opts.file_purge_interval:
                     await self._purge_files()
                     last_purge = t
@@ -148,6 +181,18 @@ class Worker:
         if dead:
             log.info("taking over work of %d dead worker(s): %s", len(dead), ", ".join(dead))
             await self._store.release_leases(dead)
+        # Registry rows of workers gone for long (killed on another host) are garbage.
+        await self._store.forget_workers(owners=dead, before=t - 10 * self._opts.lease_seconds)
+
+    async def _register(self, active: list[str]) -> None:
+        """Say which backends we send to; take our share of each backend's limit."""
+        t = time.time()
+        await self._store.heartbeat_worker(self.owner, t, active)
+        self._registered = active
+        live = await self._store.live_workers(t - self._opts.lease_seconds)
+        # Workers on this host whose process is gone do not count (their share is free).
+        live = {o: b for o, b in live.items() if not is_dead_local_owner(o, me=self.owner)}
+        self.limits.apply(self.owner, live)
 
     async def _refresh_stops(self) -> None:
         active = {key[0] for key in self._shards}
@@ -158,8 +203,12 @@ class Worker:
 
     async def _claim(self) -> None:
         store, opts = self._store, self._opts
-        batch = await store.claim_validation(self.owner, time.time(), self._until())
-        if batch is not None:
+        validating = 0
+        while validating < MAX_VALIDATIONS_PER_TICK:
+            batch = await store.claim_validation(self.owner, time.time(), self._until())
+            if batch is None:
+                break
+            validating += 1
             self._spawn(
                 validate_batch(
                     batch,
@@ -174,8 +223,20 @@ class Worker:
                 ),
                 f"validate {batch.id}",
             )
+        if validating:
+            # Batches just claimed for validation get a head start: once they have
+            # shards (their tasks wake this loop) the next tick claims fairly, by
+            # priority, among all of them rather than only among those already running.
+            return
         while len(self._shards) < opts.max_shards:
             shard = await store.claim_shard(self.owner, time.time(), self._until())
+            if shard is None:
+                break
+            self._start_shard(shard)
+        while opts.max_shards <= len(self._shards) < opts.max_shards + opts.extra_shards:
+            shard = await store.claim_shard(
+                self.owner, time.time(), self._until(), idle_batches_only=True
+            )
             if shard is None:
                 break
             self._start_shard(shard)

@@ -91,7 +91,7 @@ def open_client(
 
         settings = load_settings(None, data_dir=state_dir / "server", poll_interval=0.2)
         server = stack.enter_context(EmbeddedServer(settings))
-        base_url, api_key = server.base_url, "embedded"
+        base_url, api_key = server.base_url, server.api_key
     client = openai.OpenAI(base_url=base_url, api_key=api_key or "batchd", max_retries=5)
     stack.callback(client.close)
     return client, str(client.base_url)

@@ -13,52 +13,50 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from batchd.backends.registry import build_router
-from batchd.blobs.local import LocalBlobStore
-from batchd.engine.worker import Worker, WorkerOptions
+from batchd.blobs.open import open_blob_store
+from batchd.engine.standalone import build_worker, open_store
+from batchd.engine.worker import Worker
 from batchd.errors import BatchdError
-from batchd.retry import RetryPolicy
+from batchd.observability import HttpMetricsMiddleware, Metrics
+from batchd.observability import router as metrics_routes
 from batchd.server.auth import KeyRing
 from batchd.server.routes import router as api_routes
 from batchd.server.state import AppState
 from batchd.services.batches import BatchService
 from batchd.services.files import FileService
 from batchd.settings import Settings
-from batchd.store.sql import SqlStore
+from batchd.ui import router as ui_routes
+from batchd.ui.routes import build_ui_state
+from batchd.webhooks import build_dispatcher
 
 log = logging.getLogger("batchd.server")
 
 
 def create_app(settings: Settings) -> FastAPI:
+    metrics = Metrics() if settings.metrics_enabled else None
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        store = SqlStore(
-            settings.resolved_database_url(), sqlite_synchronous=settings.sqlite_synchronous
-        )
+        store = open_store(settings)
         await store.open()
-        blobs = LocalBlobStore(settings.data_dir)
+        blobs = open_blob_store(settings.storage, settings.data_dir)
         router = build_router(settings)
         worker: Worker | None = None
         if settings.worker:
-            worker = Worker(
-                store=store,
-                blobs=blobs,
-                router=router,
-                policy=RetryPolicy(
-                    max_attempts=settings.max_attempts,
-                    base=settings.retry_base,
-                    cap=settings.retry_cap,
-                ),
-                options=WorkerOptions(
-                    lease_seconds=settings.lease_seconds,
-                    poll_interval=settings.poll_interval,
-                    shard_size=settings.shard_size,
-                    max_tasks=settings.max_tasks_per_batch,
-                    max_errors=settings.max_validation_errors,
-                    max_line_bytes=settings.max_batch_file_bytes,
-                    cancel_grace=settings.cancel_grace,
-                ),
-            )
+            worker = build_worker(settings, store=store, blobs=blobs, router=router)
+        # Events come from the engine: no worker here, nothing to send.
+        webhooks = (
+            build_dispatcher(settings, on_result=metrics.webhook_result if metrics else None)
+            if worker is not None
+            else None
+        )
+        if worker is not None:
+            for observer in (metrics, webhooks):
+                if observer is not None:
+                    worker.observers.add(observer)
+        if metrics is not None:
+            metrics.bind_store(store.batch_gauges)
         app.state.keyring = KeyRing(settings.api_keys)
         app.state.batchd = AppState(
             settings=settings,
@@ -69,12 +67,18 @@ def create_app(settings: Settings) -> FastAPI:
             router=router,
             worker=worker,
         )
+        files = app.state.batchd.files
+        app.state.ui = build_ui_state(
+            files=files, results=store.iter_results, prices=settings.prices
+        )
         if not settings.api_keys:
             log.warning("no API keys configured: the server is open to anyone who can reach it")
         # Objects alive after start-up live as long as the process: keep the cyclic
         # GC from re-scanning them on every collection (a measurable cost per request).
         gc.collect()
         gc.freeze()
+        if webhooks is not None:
+            webhooks.start()
         if worker is not None:
             worker.start()
         log.info(
@@ -88,6 +92,8 @@ def create_app(settings: Settings) -> FastAPI:
             log.info("shutting down")
             if worker is not None:
                 await worker.stop()
+            if webhooks is not None:
+                await webhooks.stop()
             await router.aclose()
             await blobs.close()
             await store.close()
@@ -99,6 +105,12 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.include_router(api_routes)
+    if metrics is not None:
+        app.state.metrics = metrics
+        app.include_router(metrics_routes)
+        app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
+    if settings.ui_enabled:
+        app.include_router(ui_routes)
     _install_error_handlers(app)
     return app
 

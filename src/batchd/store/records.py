@@ -69,6 +69,8 @@ class BatchRecord:
     output_expires_after: int | None = None
     stop_reason: str | None = None
     """``cancel`` or ``expire`` once the batch must stop sending requests."""
+    priority: int = 0
+    """Higher runs first; from ``metadata.priority`` (see :func:`priority_of`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,3 +103,16 @@ class ResultRow:
 class Page(Generic[T]):
     items: list[T]
     has_more: bool
+
+
+PRIORITY_BOUND = 1_000_000
+
+
+def priority_of(metadata: dict[str, str] | None) -> int:
+    """A batch's priority: the integer in ``metadata.priority``, else 0 (clamped)."""
+    raw = (metadata or {}).get("priority")
+    try:
+        value = int(str(raw).strip()) if raw is not None else 0
+    except ValueError:
+        return 0
+    return max(-PRIORITY_BOUND, min(PRIORITY_BOUND, value))

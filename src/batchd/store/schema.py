@@ -1,4 +1,8 @@
-"""Table definitions (SQLAlchemy Core), shared by every SQL dialect."""
+"""Table definitions (SQLAlchemy Core), shared by every SQL dialect.
+
+This is the current shape of the database; the migrations in ``batchd.migrations``
+build it step by step (a change here needs a new migration there).
+"""
 
 from __future__ import annotations
 
@@ -76,6 +80,8 @@ batches = Table(
     Column("total_tokens", BigInteger, nullable=False, default=0),
     Column("output_expires_after", Integer),
     Column("stop_reason", String(16)),
+    # Higher runs first (``metadata.priority``); equal priorities share fairly.
+    Column("priority", Integer, nullable=False, default=0, server_default="0"),
     # Claims for the whole-batch phases (validating, finalizing).
     Column("lease_owner", String(128)),
     Column("lease_until", Float),
@@ -97,6 +103,7 @@ shards = Table(
     Column("lease_owner", String(128)),
     Column("lease_until", Float),
     Index("ix_shards_open", "done", "batch_id"),
+    Index("ix_shards_lease_owner", "lease_owner"),
 )
 
 results = Table(
@@ -107,4 +114,14 @@ results = Table(
     Column("custom_id", Text, nullable=False),
     Column("ok", Boolean, nullable=False),
     Column("data", LargeBinary, nullable=False),
+)
+
+workers = Table(
+    "workers",
+    metadata,
+    # Live workers, renewed by heartbeat: per-backend concurrency limits are divided
+    # among the workers that currently send to that backend (engine/limits.py).
+    Column("owner", String(128), primary_key=True),
+    Column("heartbeat_at", Float, nullable=False),
+    Column("backends", JSON),
 )

@@ -1,8 +1,10 @@
-"""The SQL store: SQLite by default, any SQLAlchemy async URL in principle.
+"""The SQL store: SQLite by default, PostgreSQL for many processes on many hosts.
 
 Every method is one short transaction. Work is claimed under leases
 (``lease_owner``/``lease_until``) with a conditional UPDATE, so two processes can
-never both hold a claim; an expired lease may be taken over by anyone.
+never both hold a claim; an expired lease may be taken over by anyone. On
+PostgreSQL the candidate row is picked with ``FOR UPDATE SKIP LOCKED``, so
+workers racing for work each get a different row instead of queueing on one.
 
 SQLite allows one writer at a time; rather than let concurrent writers spin on
 ``SQLITE_BUSY`` we serialise this process's writes behind one asyncio lock.
@@ -11,16 +13,18 @@ SQLite allows one writer at a time; rather than let concurrent writers spin on
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import and_, event, exists, func, insert, or_, select, update
+from sqlalchemy import and_, delete, event, exists, func, insert, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Row
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from batchd.store import schema
+from batchd.store.migrate import upgrade
+from batchd.store.notify import CHANNEL, WorkListener
 from batchd.store.records import (
     BatchRecord,
     FileRecord,
@@ -28,22 +32,41 @@ from batchd.store.records import (
     ResultRow,
     ShardRecord,
     Usage,
+    priority_of,
 )
+from batchd.store.rows import _batch, _batch_values, _file, _file_values, _shard
 from batchd.store.sqlite_results import SqliteResultWriter
 
 ACTIVE_PHASES = ("validate", "run", "finalize")
 _RESULT_PAGE = 500
 
 
+def async_url(url: str) -> str:
+    """The SQLAlchemy async URL for a plain one: ``postgresql://`` (or ``postgres://``)
+    uses asyncpg, ``sqlite://`` aiosqlite; URLs naming a driver are kept."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    driver = {"postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg"}
+    driver["sqlite"] = "sqlite+aiosqlite"
+    return f"{driver.get(scheme, scheme)}://{rest}"
+
+
 class SqlStore:
     """Metadata of files and batches, shards, and per-line results."""
 
-    def __init__(self, url: str, *, sqlite_synchronous: str = "NORMAL") -> None:
+    def __init__(
+        self, url: str, *, sqlite_synchronous: str = "NORMAL", pool_size: int = 10
+    ) -> None:
+        url = async_url(url)
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        self.is_postgres = url.startswith("postgresql")
         kwargs: dict[str, Any] = {}
         if self.is_sqlite:
             kwargs["connect_args"] = {"timeout": 30}
+        elif self.is_postgres:
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if self.is_sqlite:
             sync_mode = sqlite_synchronous.upper()
@@ -64,8 +87,26 @@ class SqlStore:
                 self._fast_results = SqliteResultWriter(path, synchronous=sqlite_synchronous)
 
     async def open(self) -> None:
+        """Bring the database to the current schema (versioned migrations)."""
         async with self.engine.begin() as conn:
-            await conn.run_sync(schema.metadata.create_all)
+            await conn.run_sync(upgrade)
+
+    def listener(self, callback: Callable[[], None]) -> WorkListener | None:
+        """Calls ``callback`` when another process creates work (PostgreSQL only)."""
+        if not self.is_postgres:
+            return None
+        dsn = make_url(self.url).set(drivername="postgresql")
+        return WorkListener(dsn.render_as_string(hide_password=False), callback)
+
+    async def _notify(self, conn: AsyncConnection) -> None:
+        if self.is_postgres:
+            await conn.execute(text(f"NOTIFY {CHANNEL}"))
+
+    def _skip_locked(self, query: Any, *of: Any) -> Any:
+        # SQLite has one writer at a time anyway (and no FOR UPDATE).
+        if self.is_postgres:
+            return query.with_for_update(skip_locked=True, of=list(of) or None)
+        return query
 
     async def close(self) -> None:
         if self._fast_results is not None:
@@ -179,7 +220,10 @@ class SqlStore:
 
     async def insert_batch(self, rec: BatchRecord) -> None:
         async with self._write() as conn:
-            await conn.execute(insert(schema.batches).values(**_batch_values(rec)))
+            values = _batch_values(rec)
+            values["priority"] = rec.priority or priority_of(rec.metadata)
+            await conn.execute(insert(schema.batches).values(**values))
+            await self._notify(conn)
 
     async def get_batch(self, batch_id: str, *, tenant: str | None) -> BatchRecord | None:
         query = select(schema.batches).where(schema.batches.c.id == batch_id)
@@ -217,6 +261,7 @@ class SqlStore:
                 )
                 .values(status="cancelling", cancelling_at=now, stop_reason="cancel")
             )
+            await self._notify(conn)
             row = (
                 await conn.execute(select(t).where(t.c.id == batch_id, t.c.tenant == tenant))
             ).first()
@@ -248,13 +293,33 @@ class SqlStore:
             ).all()
         return {r.id: r.stop_reason for r in rows}
 
+    async def batch_gauges(self) -> tuple[dict[str, int], int]:
+        """Read-only, for metrics: batches per status (all tenants), and request lines
+        not yet finished in batches that are running (``sum(total - completed - failed)``)."""
+        t = schema.batches
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(select(t.c.status, func.count()).group_by(t.c.status))).all()
+            pending = (
+                await conn.execute(
+                    select(
+                        func.coalesce(func.sum(t.c.total - t.c.completed - t.c.failed), 0)
+                    ).where(t.c.phase == "run")
+                )
+            ).scalar()
+        return {str(status): int(n) for status, n in rows}, int(pending or 0)
+
     # ---------------------------------------------------------- worker: claims
 
     async def claim_validation(self, owner: str, now: float, until: float) -> BatchRecord | None:
         t = schema.batches
         free = or_(t.c.lease_until.is_(None), t.c.lease_until < now)
         return await self._claim_batch(
-            select(t.c.id).where(t.c.phase == "validate", free).order_by(t.c.seq).limit(1),
+            self._skip_locked(
+                select(t.c.id)
+                .where(t.c.phase == "validate", free)
+                .order_by(t.c.priority.desc(), t.c.seq)
+                .limit(1)
+            ),
             owner,
             now,
             until,
@@ -275,7 +340,9 @@ class SqlStore:
             t.c.phase == "finalize",
         )
         batch = await self._claim_batch(
-            select(t.c.id).where(free, ready).order_by(t.c.seq).limit(1),
+            self._skip_locked(
+                select(t.c.id).where(free, ready).order_by(t.c.priority.desc(), t.c.seq).limit(1)
+            ),
             owner,
             now,
             until,
@@ -313,8 +380,15 @@ class SqlStore:
             row = (await conn.execute(select(t).where(t.c.id == batch_id))).one()
         return _batch(row)
 
-    async def claim_shard(self, owner: str, now: float, until: float) -> ShardRecord | None:
-        """The next shard to run, from the batch with the fewest shards running."""
+    async def claim_shard(
+        self, owner: str, now: float, until: float, *, idle_batches_only: bool = False
+    ) -> ShardRecord | None:
+        """The next shard to run: from the highest priority, then from the batch with
+        the fewest shards running (anywhere), then the oldest batch.
+
+        ``idle_batches_only``: only from a batch with no shard running at all, so a
+        worker at capacity can still start a newly arrived batch.
+        """
         s, b = schema.shards, schema.batches
         s2 = s.alias("s2")
         running = (
@@ -327,9 +401,12 @@ class SqlStore:
             select(s.c.batch_id, s.c.shard_no)
             .join(b, b.c.id == s.c.batch_id)
             .where(s.c.done.is_(False), free, b.c.phase == "run", b.c.stop_reason.is_(None))
-            .order_by(running, b.c.seq, s.c.shard_no)
+            .order_by(b.c.priority.desc(), running, b.c.seq, s.c.shard_no)
             .limit(1)
         )
+        if idle_batches_only:
+            candidate = candidate.where(running == 0)
+        candidate = self._skip_locked(candidate, s)
         async with self._write() as conn:
             key = (await conn.execute(candidate)).first()
             if key is None:
@@ -452,6 +529,7 @@ class SqlStore:
                 .where(t.c.id == batch_id, t.c.status == "validating")
                 .values(status="in_progress")
             )
+            await self._notify(conn)  # other workers can start on its shards now
 
     async def fail_batch(
         self,
@@ -628,6 +706,38 @@ class SqlStore:
             await conn.execute(schema.results.delete().where(schema.results.c.batch_id == batch_id))
             await conn.execute(schema.shards.delete().where(schema.shards.c.batch_id == batch_id))
 
+    # ------------------------------------------------------- worker registry
+
+    async def heartbeat_worker(self, owner: str, now: float, backends: Sequence[str]) -> None:
+        """Record that ``owner`` is alive and which backends it is sending to."""
+        w = schema.workers
+        values = {"owner": owner, "heartbeat_at": now, "backends": sorted(backends)}
+        async with self._write() as conn:
+            stmt = self._insert(w).values(**values)
+            await conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["owner"],
+                    set_={"heartbeat_at": now, "backends": values["backends"]},
+                )
+            )
+
+    async def live_workers(self, since: float) -> dict[str, list[str]]:
+        """Workers with a heartbeat at or after ``since``, with their backends."""
+        w = schema.workers
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(select(w.c.owner, w.c.backends).where(w.c.heartbeat_at >= since))
+            ).all()
+        return {r.owner: list(r.backends or []) for r in rows}
+
+    async def forget_workers(self, *, owners: Sequence[str] = (), before: float = 0.0) -> None:
+        """Drop the named workers and every worker silent since ``before``."""
+        w = schema.workers
+        async with self._write() as conn:
+            await conn.execute(
+                delete(w).where(or_(w.c.owner.in_(list(owners)), w.c.heartbeat_at < before))
+            )
+
 
 class _AsyncLock:
     """An asyncio.Lock created lazily, inside the running loop."""
@@ -647,103 +757,3 @@ class _AsyncLock:
     async def __aexit__(self, *_exc: object) -> None:
         assert self._lock is not None
         self._lock.release()
-
-
-def _file_values(rec: FileRecord) -> dict[str, Any]:
-    return {
-        "id": rec.id,
-        "tenant": rec.tenant,
-        "filename": rec.filename,
-        "purpose": rec.purpose,
-        "bytes": rec.bytes,
-        "created_at": rec.created_at,
-        "expires_at": rec.expires_at,
-        "status": rec.status,
-        "status_details": rec.status_details,
-        "deleted_at": rec.deleted_at,
-    }
-
-
-def _file(row: Row[Any]) -> FileRecord:
-    m = row._mapping
-    return FileRecord(
-        id=m["id"],
-        tenant=m["tenant"],
-        filename=m["filename"],
-        purpose=m["purpose"],
-        bytes=m["bytes"],
-        created_at=m["created_at"],
-        expires_at=m["expires_at"],
-        status=m["status"],
-        status_details=m["status_details"],
-        deleted_at=m["deleted_at"],
-    )
-
-
-_BATCH_PLAIN = (
-    "id",
-    "tenant",
-    "input_file_id",
-    "endpoint",
-    "completion_window",
-    "status",
-    "phase",
-    "created_at",
-    "expires_at",
-    "model",
-    "metadata",
-    "errors",
-    "output_file_id",
-    "error_file_id",
-    "in_progress_at",
-    "finalizing_at",
-    "completed_at",
-    "failed_at",
-    "expired_at",
-    "cancelling_at",
-    "cancelled_at",
-    "total",
-    "completed",
-    "failed",
-    "output_expires_after",
-    "stop_reason",
-)
-
-
-def _batch_values(rec: BatchRecord) -> dict[str, Any]:
-    values = {name: getattr(rec, name) for name in _BATCH_PLAIN}
-    u = rec.usage
-    values.update(
-        input_tokens=u.input_tokens,
-        cached_tokens=u.cached_tokens,
-        output_tokens=u.output_tokens,
-        reasoning_tokens=u.reasoning_tokens,
-        total_tokens=u.total_tokens,
-    )
-    return values
-
-
-def _batch(row: Row[Any]) -> BatchRecord:
-    m = row._mapping
-    rec = BatchRecord(**{name: m[name] for name in _BATCH_PLAIN})
-    rec.usage = Usage(
-        input_tokens=m["input_tokens"],
-        cached_tokens=m["cached_tokens"],
-        output_tokens=m["output_tokens"],
-        reasoning_tokens=m["reasoning_tokens"],
-        total_tokens=m["total_tokens"],
-    )
-    return rec
-
-
-def _shard(row: Row[Any]) -> ShardRecord:
-    m = row._mapping
-    return ShardRecord(
-        batch_id=m["batch_id"],
-        shard_no=m["shard_no"],
-        start_offset=m["start_offset"],
-        end_offset=m["end_offset"],
-        first_line=m["first_line"],
-        last_line=m["last_line"],
-        n_tasks=m["n_tasks"],
-    )

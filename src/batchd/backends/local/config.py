@@ -103,6 +103,13 @@ class ChatModelConfig(BaseModel):
         description="Most tokens (prompt and generated) submitted to one llama_decode call.",
     )
     flash_attn: bool = Field(default=True, description="Use flash attention.")
+    extra_buffer_types: bool = Field(
+        default=False,
+        description=(
+            "Let llama.cpp use its extra CPU buffer types (AMX, weight repacking). Off by "
+            "default: the AMX kernels crash on VMs that advertise AMX without providing it."
+        ),
+    )
     min_shared_prefix: int = Field(
         default=8,
         ge=1,
@@ -163,6 +170,13 @@ class ModerationModelConfig(BaseModel):
     threshold: float = Field(
         default=0.5, ge=0.0, le=1.0, description="Score at or above which input is flagged."
     )
+    categories: Literal["omni", "text"] = Field(
+        default="omni",
+        description=(
+            "Which OpenAI category set to answer with: 'omni' (omni-moderation, with "
+            "illicit/* and category_applied_input_types) or 'text' (text-moderation)."
+        ),
+    )
     max_batch: int = Field(default=256, ge=1, description="Most texts scored in one call.")
 
 
@@ -177,7 +191,10 @@ def _default_embeddings() -> dict[str, EmbeddingModelConfig]:
 
 
 def _default_moderation() -> dict[str, ModerationModelConfig]:
-    return {name: ModerationModelConfig() for name in DEFAULT_MODERATION_MODELS}
+    return {
+        "omni-moderation-latest": ModerationModelConfig(categories="omni"),
+        "text-moderation-latest": ModerationModelConfig(categories="text"),
+    }
 
 
 class LocalModelsConfig(BaseModel):

@@ -138,8 +138,10 @@ def parse_chat(body: JSON) -> ChatRequest:
     if max_tokens is None:
         max_tokens, max_param = body.get("max_tokens"), "max_tokens"
     tools = plan_tools(body.get("tools"), body.get("tool_choice"))
-    grammar = tools.grammar if tools is not None else grammar_for_response_format(
-        body.get("response_format")
+    grammar = (
+        tools.grammar
+        if tools is not None
+        else grammar_for_response_format(body.get("response_format"))
     )
     params = _sampling(body, max_tokens, max_param, grammar)
     return ChatRequest(
@@ -166,8 +168,11 @@ def parse_completion(body: JSON) -> CompletionRequest:
     max_tokens = body.get("max_tokens", 16)
     params = _sampling(body, max_tokens, "max_tokens", None)
     return CompletionRequest(
-        model=model_name(body), prompts=_parse_prompts(body.get("prompt")), params=params,
-        n=n, echo=echo,
+        model=model_name(body),
+        prompts=_parse_prompts(body.get("prompt")),
+        params=params,
+        n=n,
+        echo=echo,
     )
 
 
@@ -208,7 +213,8 @@ def _reject_unknown(body: JSON, known: frozenset[str]) -> None:
     for key in body:
         if key not in known:
             raise RequestError(
-                f"Unrecognized request argument supplied: {key}", param=key,
+                f"Unrecognized request argument supplied: {key}",
+                param=key,
                 code="unknown_parameter",
             )
 
@@ -236,9 +242,12 @@ def _parse_messages(raw: Any) -> list[JSON]:
             # The chat template has no place for tool calls: show them to the model
             # as the JSON they were.
             calls = [
-                {"name": c.get("function", {}).get("name"),
-                 "arguments": c.get("function", {}).get("arguments")}
-                for c in msg["tool_calls"] if isinstance(c, dict)
+                {
+                    "name": c.get("function", {}).get("name"),
+                    "arguments": c.get("function", {}).get("arguments"),
+                }
+                for c in msg["tool_calls"]
+                if isinstance(c, dict)
             ]
             content = (content + "\n" if content else "") + json.dumps(calls)
         elif content is None:
@@ -264,15 +273,19 @@ def _flatten_content(content: Any, where: str) -> str | None:
         elif kind == "refusal" and isinstance(part.get("refusal"), str):
             texts.append(part["refusal"])
         else:
-            raise unsupported(where, f"Content part type {kind!r} is not supported by the "
-                              "local models (text only).")
+            raise unsupported(
+                where,
+                f"Content part type {kind!r} is not supported by the local models (text only).",
+            )
     return "\n".join(texts)
 
 
 def _parse_prompts(raw: Any) -> list[str | list[int]]:
     def is_tokens(x: Any) -> bool:
-        return isinstance(x, list) and bool(x) and all(
-            isinstance(t, int) and not isinstance(t, bool) for t in x
+        return (
+            isinstance(x, list)
+            and bool(x)
+            and all(isinstance(t, int) and not isinstance(t, bool) for t in x)
         )
 
     if isinstance(raw, str):
@@ -283,7 +296,8 @@ def _parse_prompts(raw: Any) -> list[str | list[int]]:
         return list(raw)
     raise RequestError(
         "'prompt' must be a string, an array of strings, an array of token ids, or an "
-        "array of token-id arrays.", param="prompt",
+        "array of token-id arrays.",
+        param="prompt",
     )
 
 
@@ -352,7 +366,11 @@ def _logit_bias(raw: Any) -> tuple[tuple[int, float], ...]:
             token = int(key)
         except (TypeError, ValueError):
             raise invalid("logit_bias", f"logit_bias key {key!r} is not a token id.") from None
-        if isinstance(value, bool) or not isinstance(value, int | float) or not -100 <= value <= 100:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not -100 <= value <= 100
+        ):
             raise invalid("logit_bias", "logit_bias values must be numbers from -100 to 100.")
         out.append((token, float(value)))
     return tuple(out)

@@ -10,6 +10,7 @@ loop, and the model is loaded lazily, in the worker thread, by the first batch.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -38,10 +39,9 @@ def deliver(
         else:
             future.set_result(result)
 
-    try:
+    # A closed loop raises RuntimeError: nobody is waiting any more.
+    with contextlib.suppress(RuntimeError):
         future.get_loop().call_soon_threadsafe(_set)
-    except RuntimeError:  # the loop was closed: nobody is waiting any more
-        pass
 
 
 @dataclass(slots=True)

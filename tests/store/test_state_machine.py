@@ -1,13 +1,11 @@
-"""The store's state machine, driven directly on a SQLite file.
+"""The store's state machine: the contract every store meets (SQLite and PostgreSQL).
 
 validate -> run (shards under leases) -> finalize -> done, exactly once; cancel and
-expiry; results idempotent.
+expiry; results idempotent. The ``store`` fixture (conftest.py) runs each case on
+both databases.
 """
 
 from __future__ import annotations
-
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -18,14 +16,6 @@ pytestmark = pytest.mark.anyio
 
 A, B = "host:1:a", "host:2:b"
 T0 = 1_000_000.0
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
-    s = SqlStore(f"sqlite+aiosqlite:///{tmp_path / 'batchd.db'}")
-    await s.open()
-    yield s
-    await s.close()
 
 
 async def new_batch(

@@ -1,0 +1,142 @@
+"""``LocalBackend``: batchd's embedded models behind the :class:`Backend` protocol.
+
+It routes each request by endpoint and model to the model's engine, each engine
+gathering concurrent requests into batches on its own worker thread (the event
+loop only parses and shapes JSON). Models load lazily, on their first request.
+Every outcome is a :class:`BackendResponse`: 200 with OpenAI's object, 400 for a
+request the local models refuse, 404 ``model_not_found`` for an unknown model,
+500 if a model fails (e.g. its file is missing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import Any
+
+import orjson
+
+from batchd.backends.base import BackendResponse, error_body
+from batchd.backends.local import handlers
+from batchd.backends.local.chat import ChatEngine
+from batchd.backends.local.config import LocalModelsConfig
+from batchd.backends.local.errors import RequestError
+from batchd.backends.local.params import model_name, parse_chat, parse_completion, parse_json_object
+
+log = logging.getLogger(__name__)
+
+CHAT = "/v1/chat/completions"
+COMPLETIONS = "/v1/completions"
+EMBEDDINGS = "/v1/embeddings"
+MODERATIONS = "/v1/moderations"
+ENDPOINTS = (CHAT, COMPLETIONS, EMBEDDINGS, MODERATIONS)
+
+
+class LocalBackend:
+    """The embedded models: chat/completions (llama.cpp), embeddings (onnxruntime),
+    moderations (profanity_check). Construct with ``LocalBackend()`` for the defaults
+    or ``LocalBackend(LocalModelsConfig(...))``."""
+
+    name = "local"
+
+    def __init__(self, config: LocalModelsConfig | None = None) -> None:
+        self.config = config if config is not None else LocalModelsConfig()
+        window_s = self.config.batch_window_ms / 1000.0
+        self._chat = {
+            name: ChatEngine(name, cfg, window_s=window_s) for name, cfg in self.config.chat.items()
+        }
+        self._embeddings = {
+            name: handlers.embedding_worker(name, cfg, window_s)
+            for name, cfg in self.config.embeddings.items()
+        }
+        self._moderation = {
+            name: handlers.moderation_worker(name, cfg, window_s)
+            for name, cfg in self.config.moderation.items()
+        }
+
+    def model_ids(self) -> list[str]:
+        return self.config.model_ids()
+
+    def chat_engine(self, model: str) -> ChatEngine:
+        """The engine serving chat model ``model`` (for statistics and benchmarks)."""
+        return self._chat[model]
+
+    async def send(self, endpoint: str, body: bytes) -> BackendResponse:
+        request_id = f"req_local_{uuid.uuid4().hex}"
+        try:
+            payload = await self._dispatch(_normalize(endpoint), body)
+        except RequestError as exc:
+            return BackendResponse(
+                exc.status,
+                error_body(exc.message, type_=exc.type_, code=exc.code, param=exc.param),
+                request_id,
+            )
+        except Exception as exc:  # a model failed: never let a traceback escape
+            log.exception("local backend failed on %s", endpoint)
+            return BackendResponse(
+                500,
+                error_body(
+                    f"The local model failed: {exc}", type_="server_error", code="local_model_error"
+                ),
+                request_id,
+            )
+        return BackendResponse(
+            200, orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), request_id
+        )
+
+    async def _dispatch(self, endpoint: str, body: bytes) -> dict[str, Any]:
+        if endpoint not in ENDPOINTS:
+            raise RequestError(
+                f"The local models do not serve {endpoint}; they serve "
+                + ", ".join(ENDPOINTS)
+                + ".",
+                code="unsupported_endpoint",
+            )
+        data = parse_json_object(body)
+        model = model_name(data)
+        if endpoint in (CHAT, COMPLETIONS):
+            engine = self._chat.get(model)
+            if engine is None:
+                raise self._wrong_model(model, endpoint)
+            if endpoint == CHAT:
+                return await handlers.chat_completion(engine, parse_chat(data))
+            return await handlers.text_completion(engine, parse_completion(data))
+        if endpoint == EMBEDDINGS:
+            worker = self._embeddings.get(model)
+            if worker is None:
+                raise self._wrong_model(model, endpoint)
+            return await handlers.embeddings(worker, self.config.embeddings[model], model, data)
+        moderator = self._moderation.get(model)
+        if moderator is None:
+            raise self._wrong_model(model, endpoint)
+        return await handlers.moderations(moderator, self.config.moderation[model], model, data)
+
+    def _wrong_model(self, model: str, endpoint: str) -> RequestError:
+        if model in self.model_ids():
+            return RequestError(
+                f"Model {model!r} is not served on {endpoint}.",
+                param="model",
+                code="model_not_supported",
+            )
+        return RequestError(
+            f"The model `{model}` does not exist or you do not have access to it.",
+            status=404,
+            param="model",
+            code="model_not_found",
+        )
+
+    async def aclose(self) -> None:
+        """Stop every worker thread and free the models."""
+        closers = [
+            *(e.close for e in self._chat.values()),
+            *(w.close for w in self._embeddings.values()),
+            *(w.close for w in self._moderation.values()),
+        ]
+        await asyncio.gather(*(asyncio.to_thread(c) for c in closers))
+
+
+def _normalize(endpoint: str) -> str:
+    """``/v1/chat/completions/`` or ``/v1/embeddings?x=y`` -> the bare path."""
+    path = endpoint.split("?", 1)[0].rstrip("/")
+    return path if path.startswith("/") else "/" + path

@@ -1,0 +1,149 @@
+"""batchd's metric families, and the engine observer that feeds them.
+
+Each :class:`Metrics` has a registry of its own (not the process-global one), so
+several apps in one process (tests) never share or clash over counters. Counters
+describe this process; the ``batchd_batches`` and ``batchd_queue_depth`` gauges
+are read from the store at scrape time and so describe every worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from batchd.store.records import BatchRecord
+
+BATCH_STATUSES = (
+    "validating",
+    "failed",
+    "in_progress",
+    "finalizing",
+    "completed",
+    "expired",
+    "cancelling",
+    "cancelled",
+)
+_HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_BACKEND_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+StoreGauges = Callable[[], Awaitable[tuple[dict[str, int], int]]]
+"""Returns ``(batches per status, request lines not yet run)``."""
+
+
+class Metrics:
+    """The metric families; also an :class:`~batchd.engine.events.EngineObserver`."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        reg = self.registry
+        self.http_requests = Counter(
+            "batchd_http_requests",
+            "HTTP requests by method, route template and status code.",
+            ["method", "route", "status"],
+            registry=reg,
+        )
+        self.http_seconds = Histogram(
+            "batchd_http_request_duration_seconds",
+            "HTTP request latency by method and route template.",
+            ["method", "route"],
+            buckets=_HTTP_BUCKETS,
+            registry=reg,
+        )
+        self.backend_requests = Counter(
+            "batchd_backend_requests",
+            "Tries sent to a backend, by answer status ('none': no answer came).",
+            ["backend", "endpoint", "status"],
+            registry=reg,
+        )
+        self.backend_seconds = Histogram(
+            "batchd_backend_request_duration_seconds",
+            "Latency of one try against a backend.",
+            ["backend", "endpoint"],
+            buckets=_BACKEND_BUCKETS,
+            registry=reg,
+        )
+        self.backend_retries = Counter(
+            "batchd_backend_retries",
+            "Tries that failed and will be retried, by backend and status ('none': no answer).",
+            ["backend", "status"],
+            registry=reg,
+        )
+        self.backend_rate_limited = Counter(
+            "batchd_backend_rate_limited",
+            "429 (rate limited) answers from a backend.",
+            ["backend"],
+            registry=reg,
+        )
+        self.lines_processed = Counter(
+            "batchd_lines_processed",
+            "Request lines whose final outcome was recorded (ok or failed).",
+            registry=reg,
+        )
+        self.lines_failed = Counter(
+            "batchd_lines_failed",
+            "Request lines whose final outcome was a failure (error file).",
+            registry=reg,
+        )
+        self.batches_finished = Counter(
+            "batchd_batches_finished",
+            "Batches that reached a terminal status in this process.",
+            ["status"],
+            registry=reg,
+        )
+        self.batches = Gauge(
+            "batchd_batches",
+            "Batches by status, all tenants (read from the store at scrape time).",
+            ["status"],
+            registry=reg,
+        )
+        self.queue_depth = Gauge(
+            "batchd_queue_depth",
+            "Request lines not yet run in running batches (read from the store at scrape time).",
+            registry=reg,
+        )
+        self.webhook_deliveries = Counter(
+            "batchd_webhook_deliveries",
+            "Webhook delivery attempts by result (delivered, retry, gave_up, dropped).",
+            ["result"],
+            registry=reg,
+        )
+        self._store_gauges: StoreGauges | None = None
+
+    def bind_store(self, gauges: StoreGauges) -> None:
+        """Where the scrape-time gauges come from (bound once the store is open)."""
+        self._store_gauges = gauges
+
+    async def refresh(self) -> None:
+        """Re-read the store gauges; called on every scrape."""
+        if self._store_gauges is None:
+            return
+        counts, pending = await self._store_gauges()
+        for status in {*BATCH_STATUSES, *counts}:
+            self.batches.labels(status).set(counts.get(status, 0))
+        self.queue_depth.set(pending)
+
+    def webhook_result(self, result: str) -> None:
+        self.webhook_deliveries.labels(result).inc()
+
+    # ---------------------------------------------------- engine observer
+
+    def request_finished(
+        self, *, backend: str, endpoint: str, status: int | None, seconds: float, attempt: int
+    ) -> None:
+        code = "none" if status is None else str(status)
+        self.backend_requests.labels(backend, endpoint, code).inc()
+        self.backend_seconds.labels(backend, endpoint).observe(seconds)
+        if status == 429:
+            self.backend_rate_limited.labels(backend).inc()
+
+    def request_retried(self, *, backend: str, status: int | None) -> None:
+        self.backend_retries.labels(backend, "none" if status is None else str(status)).inc()
+
+    def line_recorded(self, *, batch_id: str, ok: bool) -> None:
+        self.lines_processed.inc()
+        if not ok:
+            self.lines_failed.inc()
+
+    def batch_finished(self, batch: BatchRecord) -> None:
+        self.batches_finished.labels(batch.status).inc()

@@ -1,0 +1,56 @@
+"""Shared and adaptive concurrency (engine/limits.py), without a network."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from batchd.engine.limits import BackendLimit, Limits, share_of
+
+pytestmark = pytest.mark.anyio
+
+
+def test_share_of_divides_the_limit_among_workers() -> None:
+    parts = [share_of(10, me, ["a", "b", "c"]) for me in ("a", "b", "c")]
+    assert sorted(parts) == [3, 3, 4] and sum(parts) == 10
+    assert share_of(10, "a", []) == 10
+    assert share_of(2, "z", ["a", "b", "c"]) == 1  # more workers than slots: never starve
+
+
+async def test_limits_follow_the_registry() -> None:
+    limits = Limits()
+    lim = limits.get("up", 12)
+    assert lim.ceiling == 12
+    limits.apply("me", {"me": ["up"], "w2": ["up"], "w3": ["other"]})
+    assert lim.ceiling == 6  # w3 does not send to "up"
+    limits.apply("me", {"me": ["up"]})
+    assert lim.ceiling == 12
+
+
+async def test_aimd_slow_start_cut_and_retry_after() -> None:
+    lim = BackendLimit("up", 64)
+    assert lim.window == 4
+    for _ in range(20):
+        lim.release_send(await lim.acquire_send(), status=200)
+    assert lim.window == 24  # +1 per success until the first 429
+    tokens = [await lim.acquire_send() for _ in range(10)]
+    lim.release_send(tokens[0], status=429, retry_after=0.2)
+    assert lim.window == 5 and lim.cuts == 1  # half of what was in flight
+    for t in tokens[1:]:
+        lim.release_send(t, status=429)  # same congestion event: no further cuts
+    assert lim.cuts == 1
+    # Retry-After pauses new tries.
+    t0 = asyncio.get_running_loop().time()
+    lim.release_send(await lim.acquire_send(), status=200)
+    assert asyncio.get_running_loop().time() - t0 >= 0.15
+
+
+async def test_window_bounds_tries_in_flight() -> None:
+    lim = BackendLimit("up", 8)
+    held = [await lim.acquire_send() for _ in range(4)]
+    waiter = asyncio.create_task(lim.acquire_send())
+    await asyncio.sleep(0.01)
+    assert not waiter.done()  # window of 4 is full
+    lim.release_send(held.pop(), status=200)
+    await asyncio.wait_for(waiter, 1)
