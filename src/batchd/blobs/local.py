@@ -59,9 +59,11 @@ class LocalBlobStore:
         self._tmp = root / "tmp"
         self._files.mkdir(parents=True, exist_ok=True)
         self._tmp.mkdir(parents=True, exist_ok=True)
-        # Partial uploads of a previous run can never complete: drop them.
+        # Partial writes of a process that died can never complete: drop them. Another
+        # live process may share this directory, so only dead writers' parts go.
         for leftover in self._tmp.iterdir():
-            leftover.unlink(missing_ok=True)
+            if not _writer_alive(leftover.name):
+                leftover.unlink(missing_ok=True)
 
     def _path(self, key: str) -> Path:
         # Keys are ids batchd issued; refusing anything else keeps user input out of paths.
@@ -71,7 +73,7 @@ class LocalBlobStore:
 
     async def open_writer(self, key: str) -> LocalBlobWriter:
         final = self._path(key)
-        tmp = self._tmp / f"{key}.{secrets.token_hex(4)}.part"
+        tmp = self._tmp / f"{key}.{os.getpid()}.{secrets.token_hex(4)}.part"
         return await asyncio.to_thread(LocalBlobWriter, final, tmp)
 
     async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
@@ -97,6 +99,20 @@ class LocalBlobStore:
 
     async def close(self) -> None:
         return None
+
+
+def _writer_alive(name: str) -> bool:
+    """Whether the process that is writing the part file ``name`` still runs."""
+    parts = name.split(".")
+    if len(parts) != 4 or not parts[1].isdigit():
+        return False
+    try:
+        os.kill(int(parts[1]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _fsync_dir(path: Path) -> None:

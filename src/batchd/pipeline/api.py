@@ -184,6 +184,15 @@ class RunStatus:
     chunks: list[ChunkStatus]
     cancelled: bool
     finished: bool
+    cost: CostReport
+    """The tokens recorded so far, priced like the run prices them."""
+    retry_length: bool = False
+    """The run resubmits cut-off answers (else they count as answers)."""
+
+
+def _price(ledger: Ledger, key: str) -> float | None:
+    value = ledger.get(key)
+    return float(value) if value else None
 
 
 def find_state_dir(target: Path) -> Path:
@@ -214,22 +223,43 @@ def run_status(target: Path, *, client: openai.OpenAI | None = None) -> RunStatu
                 ChunkStatus(c.id, c.state, c.batch_id, status, c.requests, completed, failed)
             )
         last = [c for c in chunks if c.id.startswith(f"r{round_}-")]
+        totals = ledger.totals()
+        model = ledger.get("model")
+        pricing = find_pricing(
+            model,
+            price_input=_price(ledger, "price_input"),
+            price_output=_price(ledger, "price_output"),
+            base_url=None,
+        )
         return RunStatus(
             run_id=ledger.get("run_id"),
             state_dir=state_dir,
             round=round_,
-            totals=ledger.totals(),
+            totals=totals,
             chunks=chunks,
             cancelled=ledger.get("cancelled") == "1",
             finished=(state_dir / "summary.json").is_file()
             and all(c.state == "done" for c in last),
+            cost=cost_report(
+                model,
+                pricing,
+                totals.input_tokens,
+                totals.output_tokens,
+                totals.cached_tokens,
+            ),
+            retry_length=ledger.get("retry_length") == "1",
         )
     finally:
         ledger.close()
 
 
 def cancel_run(target: Path, *, client: openai.OpenAI) -> list[str]:
-    """Stop a run: no new batches, and every batch in flight cancelled. Returns their ids."""
+    """Stop a run: no new batches, and every batch in flight cancelled. Returns their ids.
+
+    A batch that finished meanwhile (the server answers 409/400/404) is left as it is:
+    the run collects its results. A cancelled run stays cancelled; running it again
+    submits nothing.
+    """
     state_dir = find_state_dir(target)
     ledger = Ledger(state_dir)
     try:
@@ -237,7 +267,10 @@ def cancel_run(target: Path, *, client: openai.OpenAI) -> list[str]:
         cancelled = []
         for c in ledger.chunks():
             if c.batch_id and c.state == "submitted":
-                client.batches.cancel(c.batch_id)
+                try:
+                    client.batches.cancel(c.batch_id)
+                except (openai.ConflictError, openai.BadRequestError, openai.NotFoundError):
+                    continue  # already finished (or gone): nothing to cancel
                 cancelled.append(c.batch_id)
         return cancelled
     finally:

@@ -11,6 +11,7 @@ import contextlib
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
+import openai
 import orjson
 import typer
 from rich.console import Console
@@ -157,10 +158,22 @@ def _print_summary(summary: RunSummary) -> None:
         f"in {summary.seconds:.1f}s" + (" [cancelled]" if summary.cancelled else ""),
         highlight=False,
     )
+    if summary.cut_off:
+        out.print(
+            f"{summary.cut_off} answer(s) cut off by the token limit (finish_reason: length)"
+            + ("" if summary.retry_length else "; kept as answers (--retry-length redoes them)"),
+            highlight=False,
+        )
     out.print(f"cost: {summary.cost.describe()}", highlight=False)
     for custom_id, reason in summary.failures:
         out.print(f"  failed {custom_id}: {reason}", highlight=False)
     out.print(f"results: {summary.output}", highlight=False)
+    if summary.cancelled:
+        out.print(
+            f"this run was cancelled (batchd cancel): running it again submits nothing; "
+            f"delete {summary.state_dir} (or use another --output) to start over",
+            highlight=False,
+        )
 
 
 def run(
@@ -204,6 +217,14 @@ def run(
             "--token-limit-wait", help="Seconds before resubmitting on token_limit_exceeded."
         ),
     ] = None,
+    completion_window: Annotated[
+        Str,
+        typer.Option(
+            "--completion-window",
+            help="Batch completion window sent to the API (default 24h, the only one "
+            "OpenAI accepts).",
+        ),
+    ] = None,
     price_input: PriceInOpt = None,
     price_output: PriceOutOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
@@ -233,6 +254,7 @@ def run(
             "poll_max": poll_max,
             "max_in_flight": max_in_flight,
             "token_limit_wait": token_limit_wait,
+            "completion_window": completion_window,
             "price_input": price_input,
             "price_output": price_output,
         }
@@ -356,6 +378,8 @@ def status(
             st = run_status(target, client=client)
     except PipelineError as exc:
         raise _fail(str(exc)) from None
+    except openai.APIError as exc:
+        raise _fail(f"the API refused: {exc}") from None
     table = Table(title=f"run {st.run_id} (round {st.round})")
     for col in ("chunk", "state", "batch", "status", "requests", "done", "failed"):
         table.add_column(col)
@@ -371,11 +395,14 @@ def status(
         )
     out.print(table)
     t = st.totals
-    state = "finished" if st.finished else "cancelled" if st.cancelled else "in progress"
+    state = "cancelled" if st.cancelled else "finished" if st.finished else "in progress"
+    kept = "" if st.retry_length else " (kept as answers)"
     out.print(
-        f"{state}: {t.ok} ok, {t.failed} failed, {t.length} cut off, {t.pending} pending "
-        f"of {t.requests}; {t.input_tokens:,} input / {t.output_tokens:,} output tokens"
+        f"{state}: {t.ok} ok, {t.failed} failed, {t.length} cut off{kept}, {t.pending} pending "
+        f"of {t.requests}; {t.input_tokens:,} input / {t.output_tokens:,} output tokens",
+        highlight=False,
     )
+    out.print(f"cost: {st.cost.describe()}", highlight=False)
 
 
 def results(
@@ -400,6 +427,8 @@ def cancel(target: RunTarget, base_url: BaseUrlOpt = None, api_key: ApiKeyOpt = 
             ids = cancel_run(target, client=client)
     except PipelineError as exc:
         raise _fail(str(exc)) from None
+    except openai.APIError as exc:
+        raise _fail(f"the API refused: {exc}") from None
     out.print(f"cancelled {len(ids)} batch(es): {' '.join(ids)}")
 
 

@@ -89,6 +89,9 @@ class RunConfig:
     token_limit_wait: float = 60.0
     """Seconds to wait before resubmitting a batch refused with token_limit_exceeded."""
     completion_window: str = "24h"
+    """Sent with every batch (``--completion-window``); OpenAI accepts only ``24h``, a
+    batchd server those in its ``completion_windows`` setting. Lines a batch did not
+    reach before it expired are resubmitted in the next retry round."""
     price_input: float | None = None
     """USD per million input tokens (overrides genai-prices)."""
     price_output: float | None = None

@@ -292,12 +292,16 @@ class Ledger:
         result = None if row[3] is None else orjson.loads(row[3])
         return StoredOutcome(row[0], row[1], answer, result)
 
-    def failures(self, limit: int) -> list[tuple[str, str, str | None]]:
+    def failures(
+        self, limit: int, *, include_length: bool = True
+    ) -> list[tuple[str, str, str | None]]:
+        """The first lines without an answer (``include_length``: cut-off answers too)."""
+        kept = "('ok')" if include_length else "('ok', 'length')"
         return [
             (str(r[0]), str(r[1]), r[2])
             for r in self._db.execute(
                 "SELECT custom_id, status, reason FROM requests "
-                "WHERE status NOT IN ('ok') ORDER BY seq LIMIT ?",
+                f"WHERE status NOT IN {kept} ORDER BY seq LIMIT ?",
                 (limit,),
             )
         ]

@@ -24,12 +24,16 @@ ADDED = ("custom_id", "response", "error")
 PARQUET_BATCH = 4096
 
 
-def _error(outcome: StoredOutcome | None) -> str | None:
+def _error(
+    outcome: StoredOutcome | None, *, length_is_error: bool = True, cancelled: bool = False
+) -> str | None:
     if outcome is None:
         return "not_submitted: the row was not part of the run"
-    if outcome.status == "ok":
+    if outcome.status == "ok" or (outcome.status == "length" and not length_is_error):
         return None
     if outcome.status == "pending":
+        if cancelled:
+            return "run_cancelled: the run was cancelled before this line had a result"
         return "pending: no result yet"
     return outcome.reason or outcome.status
 
@@ -37,12 +41,16 @@ def _error(outcome: StoredOutcome | None) -> str | None:
 def _rows(ledger: Ledger, input_path: Path, spec: RequestSpec) -> Iterator[dict[str, Any]]:
     columns = csv_columns(input_path) if detect_format(input_path) == "csv" else None
     builder = RequestBuilder(spec, columns)
+    # Without --retry-length a cut-off answer is kept as the answer, not an error.
+    length_is_error = ledger.get("retry_length") == "1"
+    cancelled = ledger.get("cancelled") == "1"
     for row in iter_rows(input_path):
         custom_id = builder.custom_id(row)
         cid = custom_id if isinstance(custom_id, str) else None
         outcome = ledger.outcome(cid) if cid is not None else None
         answer = outcome.answer if outcome is not None and outcome.status != "failed" else None
-        yield {**row.data, "custom_id": cid, "response": answer, "error": _error(outcome)}
+        error = _error(outcome, length_is_error=length_is_error, cancelled=cancelled)
+        yield {**row.data, "custom_id": cid, "response": answer, "error": error}
 
 
 def write_results(
@@ -63,6 +71,7 @@ def write_results(
 
 
 def _write_batch_output(ledger: Ledger, input_path: Path, tmp: Path) -> int:
+    length_is_error = ledger.get("retry_length") == "1"
     count = 0
     with tmp.open("wb") as out:
         for _number, data in iter_jsonl_lines(input_path):
@@ -74,7 +83,7 @@ def _write_batch_output(ledger: Ledger, input_path: Path, tmp: Path) -> int:
             line: dict[str, Any]
             if outcome is not None and outcome.result is not None:
                 line = dict(outcome.result)
-                if outcome.status != "ok" and not line.get("error"):
+                if _error(outcome, length_is_error=length_is_error) and not line.get("error"):
                     line["error"] = {"code": outcome.status, "message": outcome.reason}
             else:
                 line = {

@@ -50,10 +50,17 @@ class RunSummary:
     requests: int
     succeeded: int
     failed: int
-    """Lines without a usable answer after the last round (cut-off answers included)."""
+    """Lines without a usable answer after the last round. A cut-off answer
+    (``finish_reason: length``) is kept as an answer and counts as succeeded, unless
+    ``retry_length`` asked for it to be redone: then one still cut off after the last
+    round counts as failed."""
     rounds: int
     """Retry rounds used after the first pass."""
     cost: CostReport
+    cut_off: int = 0
+    """Answers cut off by the token limit (``finish_reason: length``), kept or not."""
+    retry_length: bool = False
+    """Cut-off answers were resubmitted (and count as failed if still cut off)."""
     failures: list[tuple[str, str]] = field(default_factory=list)
     """The first failed lines: ``(custom_id, reason)``."""
     cancelled: bool = False
@@ -85,14 +92,14 @@ def open_client(
     """
     base_url = config.base_url or os.environ.get("OPENAI_BASE_URL")
     api_key = config.api_key or os.environ.get("OPENAI_API_KEY")
-    if base_url is None and api_key is None:
+    if not base_url and not api_key:  # unset or empty (OPENAI_API_KEY= counts as unset)
         from batchd.embedded import EmbeddedServer
         from batchd.settings import load_settings
 
         settings = load_settings(None, data_dir=state_dir / "server", poll_interval=0.2)
         server = stack.enter_context(EmbeddedServer(settings))
         base_url, api_key = server.base_url, server.api_key
-    client = openai.OpenAI(base_url=base_url, api_key=api_key or "batchd", max_retries=5)
+    client = openai.OpenAI(base_url=base_url or None, api_key=api_key or "batchd", max_retries=5)
     stack.callback(client.close)
     return client, str(client.base_url)
 
@@ -114,6 +121,7 @@ class BatchRunner:
         console: Console | None = None,
         quiet: bool = False,
         sleep: Callable[[float], None] = time.sleep,
+        remote: Callable[[openai.OpenAI, str], Remote] = Remote,
     ) -> None:
         self.config = config
         self.spec = spec
@@ -123,6 +131,7 @@ class BatchRunner:
         self.quiet = quiet
         self._client = client
         self._sleep = sleep
+        self._make_remote = remote
         self._next_poll: dict[str, float] = {}
         self._delay: dict[str, float] = {}
         self._seen_counts: dict[str, tuple[int, int]] = {}
@@ -140,7 +149,7 @@ class BatchRunner:
                     client, base_url = self._client, str(self._client.base_url)
                 else:
                     client, base_url = open_client(self.config, self.state_dir, stack)
-                remote = Remote(client, run_id)
+                remote = self._make_remote(client, run_id)
                 pricing = find_pricing(
                     ledger.get("model"),
                     price_input=self.config.price_input,
@@ -169,6 +178,11 @@ class BatchRunner:
     def _prepare(self, ledger: Ledger) -> str:
         fingerprint = self.config.fingerprint(self.spec)
         known = ledger.get("fingerprint")
+        if known is not None and known != fingerprint and ledger.get("planned") != "1":
+            # A plan that never completed (invalid input, a crash while planning) uploaded
+            # nothing: the corrected command starts over instead of being refused.
+            ledger.set("fingerprint", fingerprint)
+            known = fingerprint
         if known is not None and known != fingerprint:
             raise LedgerMismatch(
                 f"{self.state_dir} holds a run with other inputs or options; "
@@ -201,6 +215,11 @@ class BatchRunner:
                 },
             )
             crashpoints.reach("planned")
+        # Options that do not change the requests, kept for `status`/`results` of this run.
+        ledger.set("retry_length", "1" if self.config.retry_length else "0")
+        for key in ("price_input", "price_output"):
+            value = getattr(self.config, key)
+            ledger.set(key, "" if value is None else repr(value))
         return run_id
 
     # ------------------------------------------------------------ the loop
@@ -462,13 +481,16 @@ class BatchRunner:
         self, ledger: Ledger, run_id: str, pricing: Pricing | str, seconds: float
     ) -> RunSummary:
         totals = ledger.totals()
+        succeeded = totals.ok if self.config.retry_length else totals.ok + totals.length
         return RunSummary(
             run_id=run_id,
             output=self.output,
             state_dir=self.state_dir,
             requests=totals.requests,
-            succeeded=totals.ok,
-            failed=totals.requests - totals.ok,
+            succeeded=succeeded,
+            failed=totals.requests - succeeded,
+            cut_off=totals.length,
+            retry_length=self.config.retry_length,
             rounds=ledger.current_round(),
             cost=cost_report(
                 ledger.get("model"),
@@ -479,7 +501,9 @@ class BatchRunner:
             ),
             failures=[
                 (cid, reason or status)
-                for cid, status, reason in ledger.failures(MAX_LISTED_FAILURES)
+                for cid, status, reason in ledger.failures(
+                    MAX_LISTED_FAILURES, include_length=self.config.retry_length
+                )
             ],
             cancelled=ledger.get("cancelled") == "1",
             seconds=seconds,
