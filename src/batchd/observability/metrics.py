@@ -9,6 +9,7 @@ are read from the store at scrape time and so describe every worker.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -35,6 +36,7 @@ class Metrics:
     """The metric families; also an :class:`~batchd.engine.events.EngineObserver`."""
 
     def __init__(self) -> None:
+        self._request_children: dict[tuple[str, str, int | None], tuple[Any, Any]] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         reg = self.registry
         self.http_requests = Counter(
@@ -131,9 +133,19 @@ class Metrics:
     def request_finished(
         self, *, backend: str, endpoint: str, status: int | None, seconds: float, attempt: int
     ) -> None:
-        code = "none" if status is None else str(status)
-        self.backend_requests.labels(backend, endpoint, code).inc()
-        self.backend_seconds.labels(backend, endpoint).observe(seconds)
+        # Called once per request: keep the labelled children instead of resolving
+        # labels (a lock and a validation) every time.
+        key = (backend, endpoint, status)
+        children = self._request_children.get(key)
+        if children is None:
+            code = "none" if status is None else str(status)
+            children = (
+                self.backend_requests.labels(backend, endpoint, code),
+                self.backend_seconds.labels(backend, endpoint),
+            )
+            self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
         if status == 429:
             self.backend_rate_limited.labels(backend).inc()
 
