@@ -334,17 +334,22 @@ class ChatEngine:
         assert rt is not None
         # A sequence must prefill at least its last prompt token (to get logits).
         caps = [len(s.tokens) - 1 for s in admitted]
-        from_cache = max(
+        from_cache = [
             min(_common_prefix(s.tokens, self._prefix), cap)
             for s, cap in zip(admitted, caps, strict=True)
-        )
+        ]
         # Candidate: what the new prompts (and the previous one) have in common.
         group = admitted[0].tokens[: min(caps)]
         for other in [*(s.tokens for s in admitted[1:]), self._last_prompt]:
             if other:
                 group = group[: _common_prefix(group, other)]
         self._last_prompt = admitted[-1].tokens
-        if len(group) >= self.config.min_shared_prefix and len(group) > from_cache:
+        # Renewing costs one prefill of the group; it pays when the admitted sequences
+        # save at least that much over what the current prefix gives them (a tie is
+        # free: those tokens would have been prefilled anyway, and later prompts that
+        # start the same way will share them).
+        saved = sum(max(0, len(group) - n) for n in from_cache)
+        if len(group) >= self.config.min_shared_prefix and saved >= len(group):
             self._set_prefix(group)
         for seq, cap in zip(admitted, caps, strict=True):
             n = min(_common_prefix(seq.tokens, self._prefix), cap)
