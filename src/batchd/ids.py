@@ -31,8 +31,13 @@ def new_batch_id() -> str:
 _FAST = random.Random(secrets.randbits(128))
 
 
+def next_request_token() -> str:
+    """A unique token for per-line ids (not a secret)."""
+    return f"{_FAST.getrandbits(96):024x}"
+
+
 def new_request_id() -> str:
-    return f"batch_req_{_FAST.getrandbits(96):024x}"
+    return f"batch_req_{next_request_token()}"
 
 
 def is_valid_id(value: str) -> bool:

@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import time
-import uuid
 
 import aiohttp
 
 from batchd.backends.base import BackendResponse, BackendUnavailable
+from batchd.ids import next_request_token
 from batchd.settings import BackendConfig
 
 
@@ -28,6 +28,7 @@ class HttpBackend:
         if key:
             self._headers["Authorization"] = f"Bearer {key}"
         self._session: aiohttp.ClientSession | None = None
+        self._urls: dict[str, str] = {}
 
     def model_ids(self) -> list[str]:
         return [m for m in self.config.models if not any(c in m for c in "*?[")]
@@ -50,16 +51,21 @@ class HttpBackend:
 
     async def send(self, endpoint: str, body: bytes) -> BackendResponse:
         try:
-            async with self._client().post(
-                self.url_for(endpoint), data=body, allow_redirects=False
-            ) as resp:
+            url = self._urls.get(endpoint)
+            if url is None:
+                url = self._urls[endpoint] = self.url_for(endpoint)
+            async with self._client().post(url, data=body, allow_redirects=False) as resp:
                 data = await resp.read()
+                headers = resp.headers
                 return BackendResponse(
                     status_code=resp.status,
                     body=data,
-                    request_id=resp.headers.get("x-request-id") or f"req_{uuid.uuid4().hex}",
-                    retry_after=parse_retry_after(
-                        resp.headers.get("retry-after-ms"), resp.headers.get("retry-after")
+                    request_id=headers.get("x-request-id") or f"req_{next_request_token()}",
+                    # Only a refusal carries a wait worth reading.
+                    retry_after=None
+                    if resp.status < 400
+                    else parse_retry_after(
+                        headers.get("retry-after-ms"), headers.get("retry-after")
                     ),
                 )
         except TimeoutError as exc:
