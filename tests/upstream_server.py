@@ -7,7 +7,9 @@ answer echoes the request), over real HTTP. Faults are set on :class:`Faults`:
 - ``fail_first``: each distinct request fails this many times (status
   ``fail_status``) before it succeeds, so retries are observable exactly;
 - ``error_rate`` with ``error_kinds``: a random share of attempts fails with a
-  500, a 429 with ``Retry-After``, a dropped connection, or a slow answer;
+  500, a 429 with ``Retry-After``, a dropped connection, a slow answer
+  (``slow_seconds``), or one that never comes in time (``timeout``: it waits
+  ``timeout_seconds``, meant to be past the client's timeout);
 - ``reject_marker``: requests whose text contains it get a 400 (never retried);
 - ``delay``: seconds every answer waits (slow upstream).
 
@@ -40,6 +42,7 @@ class Faults:
     error_kinds: tuple[str, ...] = ("500", "429", "drop", "slow")
     retry_after: float = 0.05
     slow_seconds: float = 2.0
+    timeout_seconds: float = 30.0
     reject_marker: str | None = None
     delay: float = 0.0
     max_concurrency: int | None = None
@@ -302,6 +305,8 @@ class UpstreamServer:
                     raise ConnectionResetError("dropped by test upstream")
                 if kind == "slow":
                     await asyncio.sleep(f.slow_seconds)
+                if kind == "timeout":
+                    await asyncio.sleep(f.timeout_seconds)
             with self._lock:
                 stats.successes[text] += 1
             return web.json_response(

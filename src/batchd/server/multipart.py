@@ -89,7 +89,9 @@ async def receive_upload(request: Request, upload: Upload) -> UploadForm:
                     part = _part_from_headers(value)
                     if part.filename is not None and part.name == "file":
                         if filename is not None:
-                            raise InvalidRequest("Send exactly one 'file' part.", param="file")
+                            raise InvalidRequest(
+                                "Send exactly one 'file' part.", param="file", code="invalid_value"
+                            )
                         filename = part.filename or "upload"
                 elif kind == "data" and part is not None:
                     if part.name == "file" and part.filename is not None:
@@ -98,7 +100,9 @@ async def receive_upload(request: Request, upload: Upload) -> UploadForm:
                         part.data.extend(value)
                         if len(part.data) > MAX_FIELD_BYTES:
                             raise InvalidRequest(
-                                f"Form field {part.name!r} is too large.", param=part.name
+                                f"Form field {part.name!r} is too large.",
+                                param=part.name,
+                                code="invalid_value",
                             )
                 elif kind == "end" and part is not None:
                     if not (part.name == "file" and part.filename is not None):

@@ -9,9 +9,11 @@ from fastapi.responses import StreamingResponse
 
 from batchd.errors import BatchdError, InvalidRequest, NotFound
 from batchd.protocol import (
+    UPLOAD_PURPOSES,
     Batch,
     BatchCreateRequest,
     BatchList,
+    ErrorResponse,
     FileDeleted,
     FileList,
     FileObject,
@@ -23,7 +25,20 @@ from batchd.server.multipart import receive_upload
 from batchd.server.state import AppState, app_state
 from batchd.server.wire import batch_object, file_object
 
-router = APIRouter()
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The error answers a route documents, all in OpenAI's ``{"error": {...}}`` shape."""
+    what = {
+        400: "Invalid request",
+        401: "Missing or wrong API key",
+        404: "No such object",
+        409: "Not possible in the object's current state",
+        413: "Upload too large",
+    }
+    return {s: {"model": ErrorResponse, "description": what[s]} for s in statuses}
+
+
+router = APIRouter(responses=_errors(400, 401))
 Tenant = Annotated[str, Depends(request_tenant)]
 State = Annotated[AppState, Depends(app_state)]
 
@@ -37,7 +52,13 @@ _UPLOAD_SCHEMA: dict[str, Any] = {
                     "required": ["file", "purpose"],
                     "properties": {
                         "file": {"type": "string", "format": "binary"},
-                        "purpose": {"type": "string", "enum": ["batch", "user_data"]},
+                        "purpose": {"type": "string", "enum": sorted(UPLOAD_PURPOSES)},
+                        "expires_after[anchor]": {"type": "string", "enum": ["created_at"]},
+                        "expires_after[seconds]": {
+                            "type": "integer",
+                            "minimum": 3600,
+                            "maximum": 2_592_000,
+                        },
                     },
                 }
             }
@@ -54,7 +75,7 @@ async def health() -> dict[str, str]:
 # ------------------------------------------------------------------- files
 
 
-@router.post("/v1/files", openapi_extra=_UPLOAD_SCHEMA)
+@router.post("/v1/files", openapi_extra=_UPLOAD_SCHEMA, responses=_errors(413))
 async def create_file(request: Request, tenant: Tenant, state: State) -> FileObject:
     length = request.headers.get("content-length")
     limit = state.settings.max_file_bytes
@@ -116,12 +137,22 @@ async def list_files(
     )
 
 
-@router.get("/v1/files/{file_id}")
+@router.get("/v1/files/{file_id}", responses=_errors(404))
 async def retrieve_file(file_id: str, tenant: Tenant, state: State) -> FileObject:
     return file_object(await state.files.get(tenant, file_id))
 
 
-@router.get("/v1/files/{file_id}/content", response_class=StreamingResponse)
+@router.get(
+    "/v1/files/{file_id}/content",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "The file's bytes",
+            "content": {"application/octet-stream": {"schema": {"type": "string"}}},
+        },
+        **_errors(404),
+    },
+)
 async def file_content(file_id: str, tenant: Tenant, state: State) -> StreamingResponse:
     rec, body = await state.files.content(tenant, file_id)
     return StreamingResponse(
@@ -134,7 +165,7 @@ async def file_content(file_id: str, tenant: Tenant, state: State) -> StreamingR
     )
 
 
-@router.delete("/v1/files/{file_id}")
+@router.delete("/v1/files/{file_id}", responses=_errors(404))
 async def delete_file(file_id: str, tenant: Tenant, state: State) -> FileDeleted:
     return FileDeleted(id=await state.files.delete(tenant, file_id))
 
@@ -142,7 +173,7 @@ async def delete_file(file_id: str, tenant: Tenant, state: State) -> FileDeleted
 # ----------------------------------------------------------------- batches
 
 
-@router.post("/v1/batches")
+@router.post("/v1/batches", responses=_errors(404))
 async def create_batch(body: BatchCreateRequest, tenant: Tenant, state: State) -> Batch:
     return batch_object(await state.batches.create(tenant, body))
 
@@ -161,12 +192,12 @@ async def list_batches(
     )
 
 
-@router.get("/v1/batches/{batch_id}")
+@router.get("/v1/batches/{batch_id}", responses=_errors(404))
 async def retrieve_batch(batch_id: str, tenant: Tenant, state: State) -> Batch:
     return batch_object(await state.batches.get(tenant, batch_id))
 
 
-@router.post("/v1/batches/{batch_id}/cancel")
+@router.post("/v1/batches/{batch_id}/cancel", responses=_errors(404, 409))
 async def cancel_batch(batch_id: str, tenant: Tenant, state: State) -> Batch:
     return batch_object(await state.batches.cancel(tenant, batch_id))
 
@@ -179,7 +210,7 @@ async def list_models(_tenant: Tenant, state: State) -> ModelList:
     return ModelList(data=[Model(id=m, owned_by=b) for m, b in await state.router.discover()])
 
 
-@router.get("/v1/models/{model_id:path}")
+@router.get("/v1/models/{model_id:path}", responses=_errors(404))
 async def retrieve_model(model_id: str, _tenant: Tenant, state: State) -> Model:
     route = state.router.resolve(model_id)
     if route is not None:

@@ -1,0 +1,198 @@
+"""batchd under client load: 100 concurrent API clients while a 50,000-line batch runs.
+
+    python bench/bench_load.py                    # 100 clients, 50,000 lines
+    python bench/bench_load.py --clients 20 --lines 5000   # quicker
+
+The instant upstream (tests/upstream_server.py) and batchd run in their own
+processes; this process runs the clients on one asyncio loop with the official
+``openai`` async SDK. Each client loops until the batch is done: it waits a
+random think time (mean ``--think`` seconds, as a polling client does), then
+retrieves the batch (70%), lists batches or files (20%) or uploads a small
+file (10%). Prints p50/p95/p99 per operation, errors and the batch's duration,
+and writes bench/out/load.json. The target: no errors, p99 of batch retrieval
+under 50 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import openai
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_service import free_port, wait_http, write_input
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = b"".join(
+    json.dumps(
+        {
+            "custom_id": f"s{i}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {"model": "bench-model", "messages": [{"role": "user", "content": "hi"}]},
+        }
+    ).encode()
+    + b"\n"
+    for i in range(10)
+)
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+async def drive(base_url: str, path: Path, clients: int, think: float) -> dict[str, object]:
+    api = openai.AsyncOpenAI(base_url=base_url, api_key="bench", max_retries=0, timeout=30)
+    with path.open("rb") as fh:
+        f = await api.files.create(file=fh, purpose="batch")
+    t0 = time.perf_counter()
+    batch = await api.batches.create(
+        input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    latencies: dict[str, list[float]] = defaultdict(list)
+    errors: dict[str, list[str]] = defaultdict(list)
+    done = asyncio.Event()
+    finished: dict[str, object] = {}
+    rng = random.Random(7)
+
+    async def timed(name: str, call: object) -> object:
+        start = time.perf_counter()
+        try:
+            result = await call  # type: ignore[misc]
+        except Exception as exc:  # counted, never fatal: the benchmark reports it
+            errors[name].append(f"{type(exc).__name__}: {exc}"[:200])
+            return None
+        latencies[name].append((time.perf_counter() - start) * 1000)
+        return result
+
+    async def client(n: int) -> None:
+        await asyncio.sleep(rng.uniform(0, think))  # spread the start
+        while not done.is_set():
+            roll = rng.random()
+            if roll < 0.7:
+                b = await timed("batches.retrieve", api.batches.retrieve(batch.id))
+                if b is not None and b.status in ("completed", "failed", "expired", "cancelled"):
+                    finished.setdefault("batch", b)
+                    finished.setdefault("seconds", time.perf_counter() - t0)
+                    done.set()
+            elif roll < 0.8:
+                await timed("batches.list", api.batches.list(limit=20))
+            elif roll < 0.9:
+                await timed("files.list", api.files.list(limit=20))
+            else:
+                await timed(
+                    "files.create",
+                    api.files.create(file=(f"c{n}.jsonl", SMALL), purpose="batch"),
+                )
+            await asyncio.sleep(rng.expovariate(1 / think))
+
+    await asyncio.gather(*(client(n) for n in range(clients)))
+    await api.close()
+    b = finished["batch"]
+    return {
+        "batch_status": b.status,  # type: ignore[attr-defined]
+        "batch_completed": b.request_counts.completed,  # type: ignore[attr-defined]
+        "batch_seconds": round(float(finished["seconds"]), 2),  # type: ignore[arg-type]
+        "operations": {
+            name: {
+                "count": len(values),
+                "p50_ms": round(pct(values, 50), 1),
+                "p95_ms": round(pct(values, 95), 1),
+                "p99_ms": round(pct(values, 99), 1),
+                "mean_ms": round(statistics.fmean(values), 1),
+                "errors": len(errors[name]),
+            }
+            for name, values in sorted(latencies.items())
+        },
+        "errors": sum(len(v) for v in errors.values()),
+        "error_samples": [e for v in errors.values() for e in v[:3]],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--lines", type=int, default=50_000)
+    parser.add_argument("--clients", type=int, default=100)
+    parser.add_argument("--think", type=float, default=0.5, help="mean seconds between calls")
+    parser.add_argument("--concurrency", type=int, default=64, help="upstream concurrency")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "load.json")
+    args = parser.parse_args()
+
+    up_port, port = free_port(), free_port()
+    upstream = subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "upstream_server.py"), "--port", str(up_port)]
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "BATCHD_LOCAL_ENABLED": "false", "BATCHD_LOG_LEVEL": "WARNING"}
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "batchd",
+                "serve",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(Path(tmp) / "data"),
+                "--upstream",
+                f"http://127.0.0.1:{up_port}/v1",
+                "--upstream-concurrency",
+                str(args.concurrency),
+            ],
+            env=env,
+        )
+        try:
+            wait_http(f"http://127.0.0.1:{up_port}/v1/models")
+            wait_http(f"http://127.0.0.1:{port}/health")
+            path = Path(tmp) / "in.jsonl"
+            write_input(path, args.lines)
+            result = asyncio.run(
+                drive(f"http://127.0.0.1:{port}/v1", path, args.clients, args.think)
+            )
+        finally:
+            server.terminate()
+            upstream.terminate()
+            server.wait(30)
+            upstream.wait(30)
+    result = {
+        "lines": args.lines,
+        "clients": args.clients,
+        "think_s": args.think,
+        "cpus": os.cpu_count(),
+        **result,
+    }
+    p99 = result["operations"]["batches.retrieve"]["p99_ms"]  # type: ignore[index]
+    result["target_met"] = result["errors"] == 0 and p99 < 50
+    print(
+        f"\n{args.clients} clients, {args.lines:,}-line batch: "
+        f"{result['batch_status']} in {result['batch_seconds']} s"
+    )
+    print(f"{'operation':<18}{'count':>7}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'errors':>8}")
+    for name, row in result["operations"].items():  # type: ignore[attr-defined]
+        print(
+            f"{name:<18}{row['count']:>7}{row['p50_ms']:>9}{row['p95_ms']:>9}"
+            f"{row['p99_ms']:>9}{row['errors']:>8}"
+        )
+    print(
+        f"target (no errors, retrieve p99 < 50 ms): {'met' if result['target_met'] else 'MISSED'}"
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
