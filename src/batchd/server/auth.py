@@ -48,6 +48,8 @@ def tenant_of(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
-def request_tenant(request: Request) -> str:
+async def request_tenant(request: Request) -> str:
+    # async on purpose: FastAPI runs plain-def dependencies on a thread pool, a
+    # thread hop per request (measured in bench/bench_load.py).
     ring: KeyRing = request.app.state.keyring
     return ring.tenant_for(request.headers.get("authorization"))

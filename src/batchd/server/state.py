@@ -22,6 +22,6 @@ class AppState:
     worker: Worker | None
 
 
-def app_state(request: Request) -> AppState:
+async def app_state(request: Request) -> AppState:
     state: AppState = request.app.state.batchd
     return state

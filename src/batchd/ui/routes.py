@@ -51,7 +51,7 @@ def build_ui_state(
     return UiState(errors=ErrorSummaries(results=results, file_bytes=file_bytes), prices=prices)
 
 
-def ui_state(request: Request) -> UiState:
+async def ui_state(request: Request) -> UiState:
     state: UiState = request.app.state.ui
     return state
 
