@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import sys
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -31,8 +30,6 @@ from batchd.ui.routes import build_ui_state
 from batchd.webhooks import build_dispatcher
 
 log = logging.getLogger("batchd.server")
-
-SWITCH_INTERVAL = 0.0005
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -80,10 +77,6 @@ def create_app(settings: Settings) -> FastAPI:
         # GC from re-scanning them on every collection (a measurable cost per request).
         gc.collect()
         gc.freeze()
-        # Database and file I/O run on helper threads; with the default 5 ms GIL switch
-        # interval a busy thread can hold an API request's resumption for whole
-        # intervals. A shorter interval bounds that wait (see bench/bench_load.py).
-        sys.setswitchinterval(SWITCH_INTERVAL)
         if webhooks is not None:
             webhooks.start()
         if worker is not None:
