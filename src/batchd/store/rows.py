@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from sqlalchemy.engine import Row
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from batchd.store.records import BatchRecord, FileRecord, ShardRecord, Usage
+
+
+class RowLike(Protocol):
+    """A SQLAlchemy ``Row`` or anything else exposing the same ``_mapping``."""
+
+    @property
+    def _mapping(self) -> Mapping[Any, Any]: ...
 
 
 def _file_values(rec: FileRecord) -> dict[str, Any]:
@@ -24,7 +30,7 @@ def _file_values(rec: FileRecord) -> dict[str, Any]:
     }
 
 
-def _file(row: Row[Any]) -> FileRecord:
+def _file(row: RowLike) -> FileRecord:
     m = row._mapping
     return FileRecord(
         id=m["id"],
@@ -84,7 +90,7 @@ def _batch_values(rec: BatchRecord) -> dict[str, Any]:
     return values
 
 
-def _batch(row: Row[Any]) -> BatchRecord:
+def _batch(row: RowLike) -> BatchRecord:
     m = row._mapping
     rec = BatchRecord(**{name: m[name] for name in _BATCH_PLAIN})
     rec.usage = Usage(
@@ -97,7 +103,7 @@ def _batch(row: Row[Any]) -> BatchRecord:
     return rec
 
 
-def _shard(row: Row[Any]) -> ShardRecord:
+def _shard(row: RowLike) -> ShardRecord:
     m = row._mapping
     return ShardRecord(
         batch_id=m["batch_id"],

@@ -35,8 +35,12 @@ from batchd.store.records import (
     priority_of,
 )
 from batchd.store.rows import _batch, _batch_values, _file, _file_values, _shard
+from batchd.store.sqlite_reads import SqliteReader
 from batchd.store.sqlite_results import SqliteResultWriter
 
+# Pages up to this size are read on the event loop (see store/sqlite_reads.py);
+# larger ones go through the async engine so one request cannot stall the loop.
+READER_PAGE_LIMIT = 1000
 ACTIVE_PHASES = ("validate", "run", "finalize")
 _RESULT_PAGE = 500
 
@@ -81,10 +85,12 @@ class SqlStore:
 
         self._write_lock = _AsyncLock() if self.is_sqlite else None
         self._fast_results: SqliteResultWriter | None = None
+        self._reader: SqliteReader | None = None
         if self.is_sqlite:
             path = self.engine.url.database
             if path and path != ":memory:":
                 self._fast_results = SqliteResultWriter(path, synchronous=sqlite_synchronous)
+                self._reader = SqliteReader(path)
 
     async def open(self) -> None:
         """Bring the database to the current schema (versioned migrations)."""
@@ -111,6 +117,8 @@ class SqlStore:
     async def close(self) -> None:
         if self._fast_results is not None:
             self._fast_results.close()
+        if self._reader is not None:
+            self._reader.close()
         await self.engine.dispose()
 
     @contextlib.asynccontextmanager
@@ -135,6 +143,9 @@ class SqlStore:
 
     async def get_file(self, file_id: str, *, tenant: str | None) -> FileRecord | None:
         """A live (not deleted) file; ``tenant=None`` ignores ownership."""
+        if self._reader is not None:
+            found = self._reader.one("files", file_id, tenant=tenant, live_only=True)
+            return _file(found) if found is not None else None
         query = select(schema.files).where(
             schema.files.c.id == file_id, schema.files.c.deleted_at.is_(None)
         )
@@ -153,6 +164,14 @@ class SqlStore:
         limit: int,
         order: str,
     ) -> Page[FileRecord]:
+        if self._reader is not None and limit <= READER_PAGE_LIMIT:
+            found = self._reader.page(
+                "files", tenant=tenant, after=after, limit=limit + 1,
+                descending=order == "desc",
+                where=" AND deleted_at IS NULL" + (" AND purpose = ?" if purpose else ""),
+                params=(purpose,) if purpose else (),
+            )  # fmt: skip
+            return Page([_file(r) for r in found[:limit]], has_more=len(found) > limit)
         t = schema.files
         query = select(t).where(t.c.tenant == tenant, t.c.deleted_at.is_(None))
         if purpose:
@@ -226,6 +245,9 @@ class SqlStore:
             await self._notify(conn)
 
     async def get_batch(self, batch_id: str, *, tenant: str | None) -> BatchRecord | None:
+        if self._reader is not None:
+            found = self._reader.one("batches", batch_id, tenant=tenant)
+            return _batch(found) if found is not None else None
         query = select(schema.batches).where(schema.batches.c.id == batch_id)
         if tenant is not None:
             query = query.where(schema.batches.c.tenant == tenant)
@@ -236,6 +258,9 @@ class SqlStore:
     async def list_batches(
         self, *, tenant: str, after: str | None, limit: int
     ) -> Page[BatchRecord]:
+        if self._reader is not None and limit <= READER_PAGE_LIMIT:
+            found = self._reader.page("batches", tenant=tenant, after=after, limit=limit + 1)
+            return Page([_batch(r) for r in found[:limit]], has_more=len(found) > limit)
         t = schema.batches
         query = select(t).where(t.c.tenant == tenant)
         async with self.engine.connect() as conn:
