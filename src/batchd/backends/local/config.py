@@ -205,7 +205,7 @@ class LocalModelsConfig(BaseModel):
     added to the built-in ones (an entry with a built-in name replaces it) unless
     ``include_defaults`` is false. For example, in TOML::
 
-        [local.chat.qwen2.5-0.5b-instruct]
+        [local.chat."qwen2.5-0.5b-instruct"]
         path = "/models/qwen2.5-0.5b-instruct-q4_k_m.gguf"
         max_batch = 16
     """
