@@ -60,8 +60,6 @@ class Executor:
         self._policy = policy
         self._writer = writer
         self._grace = cancel_grace
-        self.sent = 0
-        """Requests sent upstream by this process (tries, not lines)."""
 
     def _limit(self, route: Route) -> BackendLimit:
         return self.limits.get(route.backend.name, route.concurrency)
@@ -170,7 +168,6 @@ class Executor:
         attempt = 0
         while True:
             attempt += 1
-            self.sent += 1
             started = time.perf_counter()
             obs, name = self._observers, route.backend.name
             try:

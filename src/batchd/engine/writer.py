@@ -32,7 +32,6 @@ class ResultWriter:
         self._idle = asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
-        self.commits = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="result-writer")
@@ -52,7 +51,6 @@ class ResultWriter:
                 # A moment's wait turns a trickle of tiny transactions into a few
                 # larger ones; each costs a thread hop and a WAL append.
                 await asyncio.sleep(self._linger)
-            self.commits += 1
             while self._pending:
                 batch = self._pending[: self._max_rows]
                 del self._pending[: self._max_rows]

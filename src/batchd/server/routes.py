@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
-from batchd.errors import BatchdError, InvalidRequest, NotFound
+from batchd.errors import BatchdError, InvalidRequest, NotFound, PayloadTooLarge
 from batchd.protocol import (
     UPLOAD_PURPOSES,
     Batch,
@@ -80,8 +80,6 @@ async def create_file(request: Request, tenant: Tenant, state: State) -> FileObj
     length = request.headers.get("content-length")
     limit = state.settings.max_file_bytes
     if length and length.isdigit() and int(length) > limit + 1024 * 1024:
-        from batchd.errors import PayloadTooLarge
-
         raise PayloadTooLarge(
             f"Upload is larger than the {limit} byte limit.", code="file_too_large", param="file"
         )
