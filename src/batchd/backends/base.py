@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from batchd.errors import error_json
+
 
 @dataclass(frozen=True, slots=True)
 class BackendResponse:
@@ -64,8 +66,4 @@ def error_body(
     param: str | None = None,
 ) -> bytes:
     """An OpenAI-shaped error body, for backends that refuse a request themselves."""
-    import orjson
-
-    return orjson.dumps(
-        {"error": {"message": message, "type": type_, "param": param, "code": code}}
-    )
+    return error_json(message, error_type=type_, param=param, code=code)

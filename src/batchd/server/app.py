@@ -16,7 +16,7 @@ from batchd.backends.registry import build_router
 from batchd.blobs.open import open_blob_store
 from batchd.engine.standalone import build_worker, open_store
 from batchd.engine.worker import Worker
-from batchd.errors import BatchdError
+from batchd.errors import BatchdError, InvalidRequest, error_body
 from batchd.observability import HttpMetricsMiddleware, Metrics
 from batchd.observability import router as metrics_routes
 from batchd.server.auth import KeyRing
@@ -116,6 +116,7 @@ def create_app(settings: Settings) -> FastAPI:
 
 
 def _install_error_handlers(app: FastAPI) -> None:
+    # Every answer below renders through batchd.errors, the one error body builder.
     @app.exception_handler(BatchdError)
     async def batchd_error(_request: Request, exc: BatchdError) -> JSONResponse:
         return JSONResponse(exc.to_body(), status_code=exc.status_code)
@@ -128,40 +129,18 @@ def _install_error_handlers(app: FastAPI) -> None:
         message = first.get("msg", "Invalid request.")
         if param:
             message = f"{message}: '{param}'."
-        body = {
-            "error": {
-                "message": message,
-                "type": "invalid_request_error",
-                "param": param,
-                "code": "invalid_value",
-            }
-        }
-        return JSONResponse(body, status_code=400)
+        error = InvalidRequest(message, param=param, code="invalid_value")
+        return JSONResponse(error.to_body(), status_code=error.status_code)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = str(exc.detail) if exc.detail else "Request failed."
         if exc.status_code == 404:
             message = "Unknown route."
-        body = {
-            "error": {
-                "message": message,
-                "type": "invalid_request_error",
-                "param": None,
-                "code": None,
-            }
-        }
-        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+        return JSONResponse(error_body(message), status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)
-        body = {
-            "error": {
-                "message": "The server had an error processing your request.",
-                "type": "server_error",
-                "param": None,
-                "code": None,
-            }
-        }
-        return JSONResponse(body, status_code=500)
+        error = BatchdError("The server had an error processing your request.")
+        return JSONResponse(error.to_body(), status_code=error.status_code)
