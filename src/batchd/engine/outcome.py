@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from batchd.errors import error_body
 from batchd.ids import new_request_id
 from batchd.store.records import Usage
 
@@ -58,14 +59,11 @@ def parse_body(raw: bytes) -> tuple[bytes, Any]:
         parsed = None
     if parsed is None:
         text = raw[:2000].decode("utf-8", "replace")
-        parsed = {
-            "error": {
-                "message": f"The model server answered with a non-JSON body: {text}",
-                "type": "upstream_error",
-                "param": None,
-                "code": "invalid_upstream_response",
-            }
-        }
+        parsed = error_body(
+            f"The model server answered with a non-JSON body: {text}",
+            error_type="upstream_error",
+            code="invalid_upstream_response",
+        )
         return orjson.dumps(parsed), parsed
     return raw, parsed
 
