@@ -2,13 +2,15 @@
 
 Modules, in dependency order (each imports only those above it)::
 
-    errors, structured        error tree; JSON-schema answers
-    config, sources, tokens   what to do; reading rows; counting tokens
-    prompts, answers, cost    rows -> request lines; output lines -> outcomes; prices
-    ledger                    the SQLite record of every step
-    planner, remote, merge    validate + chunk; the SDK calls; merged output
-    display, runner           progress; the resumable loop
-    api, commands             Python functions; CLI commands
+    errors, structured, states  error tree; JSON-schema answers; chunk and line states
+    config, sources, tokens     what to do; reading rows; counting tokens
+    prompts, answers, cost      rows -> request lines; output lines -> outcomes; prices
+    ledger                      the SQLite record of every step
+    planner, remote, merge      validate + chunk; the SDK calls; merged output
+    display, report             progress on screen; progress and summary from the ledger
+    steps, rounds               one chunk's step per state; retry rounds
+    runner                      the resumable loop: a table from chunk state to step
+    api, commands               Python functions; CLI commands
 """
 
 from batchd.pipeline.api import (

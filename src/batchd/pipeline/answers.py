@@ -9,18 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
+from batchd.pipeline.states import Answered, LineStatus
 from batchd.pipeline.structured import SchemaSpec
-
-Status = Literal["ok", "failed", "length"]
-"""``length``: a complete response that was cut off by the token limit."""
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
     custom_id: str
-    status: Status
+    status: Answered
     answer: Any = None
     """The answer: text, a parsed structured value, an embedding, a moderation result."""
     reason: str | None = None
@@ -97,7 +95,7 @@ def read_outcome(line: dict[str, Any], endpoint: str, schema: SchemaSpec | None)
     if error or status_code != 200 or body is None:
         return Outcome(
             custom_id,
-            "failed",
+            LineStatus.FAILED,
             reason=_reason(error, body, status_code),
             status_code=status_code,
             body=body,
@@ -107,7 +105,7 @@ def read_outcome(line: dict[str, Any], endpoint: str, schema: SchemaSpec | None)
     if finish == "length":
         return Outcome(
             custom_id,
-            "length",
+            LineStatus.LENGTH,
             answer,
             "length: the answer was cut off by the token limit",
             200,
@@ -117,9 +115,9 @@ def read_outcome(line: dict[str, Any], endpoint: str, schema: SchemaSpec | None)
     if schema is not None:
         parsed, problem = schema.parse(answer if isinstance(answer, str) else None)
         if problem is not None:
-            return Outcome(custom_id, "failed", answer, problem, 200, body, *tokens)
+            return Outcome(custom_id, LineStatus.FAILED, answer, problem, 200, body, *tokens)
         answer = parsed
-    return Outcome(custom_id, "ok", answer, None, 200, body, *tokens)
+    return Outcome(custom_id, LineStatus.OK, answer, None, 200, body, *tokens)
 
 
 def _reason(error: Any, body: dict[str, Any] | None, status_code: Any) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import openai
 import orjson
@@ -24,6 +24,7 @@ from batchd.pipeline.ledger import Ledger, Totals
 from batchd.pipeline.merge import write_results
 from batchd.pipeline.planner import ChunkPlan, make_plan
 from batchd.pipeline.runner import BatchRunner, RunSummary, open_client
+from batchd.pipeline.states import ChunkState
 from batchd.pipeline.structured import SchemaSpec, schema_from_file, schema_from_model
 from batchd.pipeline.tokens import TokenCounter
 from batchd.validation import ValidationReport
@@ -165,7 +166,7 @@ def estimate(config: RunConfig, spec: RequestSpec) -> Estimate:
 @dataclass
 class ChunkStatus:
     id: str
-    state: str
+    state: ChunkState
     batch_id: str | None
     batch_status: str | None
     requests: int
@@ -190,7 +191,7 @@ class RunStatus:
     """The run resubmits cut-off answers (else they count as answers)."""
 
 
-def _price(ledger: Ledger, key: str) -> float | None:
+def _price(ledger: Ledger, key: Literal["price_input", "price_output"]) -> float | None:
     value = ledger.get(key)
     return float(value) if value else None
 
@@ -214,7 +215,7 @@ def run_status(target: Path, *, client: openai.OpenAI | None = None) -> RunStatu
         chunks = []
         for c in ledger.chunks():
             status, completed, failed = c.batch_status, c.completed, c.failed
-            if client is not None and c.batch_id and c.state == "submitted":
+            if client is not None and c.batch_id and c.state is ChunkState.SUBMITTED:
                 batch = client.batches.retrieve(c.batch_id)
                 status = batch.status
                 if batch.request_counts:
@@ -237,9 +238,9 @@ def run_status(target: Path, *, client: openai.OpenAI | None = None) -> RunStatu
             round=round_,
             totals=totals,
             chunks=chunks,
-            cancelled=ledger.get("cancelled") == "1",
+            cancelled=ledger.flag("cancelled"),
             finished=(state_dir / "summary.json").is_file()
-            and all(c.state == "done" for c in last),
+            and all(c.state is ChunkState.DONE for c in last),
             cost=cost_report(
                 model,
                 pricing,
@@ -247,7 +248,7 @@ def run_status(target: Path, *, client: openai.OpenAI | None = None) -> RunStatu
                 totals.output_tokens,
                 totals.cached_tokens,
             ),
-            retry_length=ledger.get("retry_length") == "1",
+            retry_length=ledger.flag("retry_length"),
         )
     finally:
         ledger.close()
@@ -263,10 +264,10 @@ def cancel_run(target: Path, *, client: openai.OpenAI) -> list[str]:
     state_dir = find_state_dir(target)
     ledger = Ledger(state_dir)
     try:
-        ledger.set("cancelled", "1")
+        ledger.set_flag("cancelled", True)
         cancelled = []
         for c in ledger.chunks():
-            if c.batch_id and c.state == "submitted":
+            if c.batch_id and c.state is ChunkState.SUBMITTED:
                 try:
                     client.batches.cancel(c.batch_id)
                 except (openai.ConflictError, openai.BadRequestError, openai.NotFoundError):
@@ -297,7 +298,7 @@ def write_run_results(target: Path, *, output: Path | None = None) -> tuple[Path
             input_path,
             spec_from_ledger(ledger),
             out,
-            batch_file=ledger.get("batch_file") == "1",
+            batch_file=ledger.flag("batch_file"),
         )
         return out, rows
     finally:

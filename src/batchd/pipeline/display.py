@@ -16,6 +16,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from batchd.pipeline.states import ChunkState
+
 LOG_EVERY = 30.0
 MAX_ROWS = 20
 
@@ -23,7 +25,7 @@ MAX_ROWS = 20
 @dataclass(frozen=True, slots=True)
 class ChunkView:
     id: str
-    state: str
+    state: ChunkState
     batch_status: str | None
     requests: int
     completed: int
@@ -138,7 +140,7 @@ class LiveDisplay:
         table = Table(expand=False, box=None, pad_edge=False)
         for col in ("chunk", "state", "batch", "done", "failed", "of"):
             table.add_column(col)
-        active = [c for c in snapshot.chunks if c.state != "done"] or snapshot.chunks
+        active = [c for c in snapshot.chunks if c.state is not ChunkState.DONE] or snapshot.chunks
         for c in active[:MAX_ROWS]:
             table.add_row(
                 c.id,

@@ -1,7 +1,9 @@
 """The run's ledger: one SQLite file that records every step, so a killed run resumes.
 
-Three tables. ``meta`` holds the run's identity (run id, fingerprint, endpoint).
-``chunks`` holds one row per batch file, walking these states::
+Three tables. ``meta`` holds the run's identity (run id, fingerprint, endpoint)
+and its yes/no flags (:data:`~batchd.pipeline.states.MetaKey`,
+:data:`~batchd.pipeline.states.Flag`). ``chunks`` holds one row per batch file,
+walking the :class:`~batchd.pipeline.states.ChunkState` states::
 
     planned -> uploading -> uploaded -> creating -> submitted -> finished -> done
                  (intent)                 (intent)
@@ -10,7 +12,12 @@ Three tables. ``meta`` holds the run's identity (run id, fingerprint, endpoint).
 that dies after the call but before recording its result finds the intent on
 restart and looks for the file or batch on the server instead of making another.
 ``requests`` holds one row per ``custom_id``: where its line lives in its first
-chunk file, which chunk carries it now, and its outcome once known.
+chunk file, which chunk carries it now, and its
+:class:`~batchd.pipeline.states.LineStatus` and outcome once known.
+
+A ledger is a file in the user's state dir that a later batchd resumes, so its
+format only grows: flags are stored as ``true``/``false``, and the ``1``/``0``
+that ledgers written before December 2026 hold still read as yes and no.
 
 Only the process running the batch writes, apart from ``cancel`` setting a flag;
 WAL mode lets ``status`` read meanwhile.
@@ -28,8 +35,9 @@ from typing import Any
 import orjson
 
 from batchd.pipeline.answers import Outcome
+from batchd.pipeline.states import Answered, ChunkState, Flag, LineStatus, MetaKey
 
-SCHEMA = """
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS chunks (
     id TEXT PRIMARY KEY,
@@ -38,7 +46,7 @@ CREATE TABLE IF NOT EXISTS chunks (
     path TEXT NOT NULL,
     requests INTEGER NOT NULL,
     bytes INTEGER NOT NULL,
-    state TEXT NOT NULL DEFAULT 'planned',
+    state TEXT NOT NULL DEFAULT '{ChunkState.PLANNED}',
     attempt INTEGER NOT NULL DEFAULT 0,
     file_id TEXT,
     batch_id TEXT,
@@ -59,7 +67,7 @@ CREATE TABLE IF NOT EXISTS requests (
     src_length INTEGER NOT NULL,
     chunk TEXT NOT NULL,
     round INTEGER NOT NULL DEFAULT 0,
-    status TEXT NOT NULL DEFAULT 'pending',
+    status TEXT NOT NULL DEFAULT '{LineStatus.PENDING}',
     reason TEXT,
     answer BLOB,
     result BLOB,
@@ -71,8 +79,9 @@ CREATE INDEX IF NOT EXISTS requests_chunk ON requests (chunk, status);
 CREATE INDEX IF NOT EXISTS requests_status ON requests (status, seq);
 """
 
-CHUNK_STATES = ("planned", "uploading", "uploaded", "creating", "submitted", "finished", "done")
-IN_FLIGHT = ("creating", "submitted")
+_YES, _NO = "true", "false"
+_LEGACY_YES = "1"
+"""How ledgers written before December 2026 stored a yes (and ``"0"`` a no)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +92,7 @@ class ChunkRow:
     path: str
     requests: int
     bytes: int
-    state: str
+    state: ChunkState
     attempt: int
     file_id: str | None
     batch_id: str | None
@@ -108,7 +117,7 @@ class RequestEntry:
 
 @dataclass(frozen=True, slots=True)
 class StoredOutcome:
-    status: str
+    status: LineStatus
     reason: str | None
     answer: Any
     result: dict[str, Any] | None
@@ -149,11 +158,24 @@ class Ledger:
 
     # ---------------------------------------------------------------- meta
 
-    def get(self, key: str) -> str | None:
+    def get(self, key: MetaKey) -> str | None:
+        return self._read(key)
+
+    def set(self, key: MetaKey, value: str) -> None:
+        self._write(key, value)
+
+    def flag(self, name: Flag) -> bool:
+        """A yes/no fact; never set reads as no."""
+        return self._read(name) in (_YES, _LEGACY_YES)
+
+    def set_flag(self, name: Flag, value: bool) -> None:
+        self._write(name, _YES if value else _NO)
+
+    def _read(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
-    def set(self, key: str, value: str) -> None:
+    def _write(self, key: str, value: str) -> None:
         self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
     # --------------------------------------------------------------- plan
@@ -174,14 +196,21 @@ class Ledger:
             (chunk_id, round_, seq, str(path), n, size),
         )
 
-    def commit_plan(self, chunks: list[tuple[str, Path, int, int]], meta: dict[str, str]) -> None:
+    def commit_plan(
+        self,
+        chunks: list[tuple[str, Path, int, int]],
+        meta: dict[MetaKey, str],
+        *,
+        batch_file: bool,
+    ) -> None:
         """Record a complete plan's chunks and mark the plan done, atomically."""
         with self._tx():
             for seq, (chunk_id, path, n, size) in enumerate(chunks):
                 self.add_chunk(chunk_id, 0, seq, path, n, size)
             for key, value in meta.items():
                 self.set(key, value)
-            self.set("planned", "1")
+            self.set_flag("batch_file", batch_file)
+            self.set_flag("planned", True)
 
     def add_requests(self, entries: Iterable[RequestEntry]) -> None:
         with self._tx():
@@ -202,11 +231,11 @@ class Ledger:
         if round_ is not None:
             sql += " WHERE round = ?"
             args = (round_,)
-        return [ChunkRow(*row) for row in self._db.execute(sql + " ORDER BY round, seq", args)]
+        return [_chunk_row(row) for row in self._db.execute(sql + " ORDER BY round, seq", args)]
 
     def chunk(self, chunk_id: str) -> ChunkRow:
         row = self._db.execute("SELECT * FROM chunks WHERE id = ?", (chunk_id,)).fetchone()
-        return ChunkRow(*row)
+        return _chunk_row(row)
 
     def update_chunk(self, chunk_id: str, **fields: Any) -> None:
         names = ", ".join(f"{name} = ?" for name in fields)
@@ -244,9 +273,8 @@ class Ledger:
     def fail_unanswered(self, chunk_id: str, reason: str) -> int:
         """Lines of a finished chunk that came back in neither file."""
         cur = self._db.execute(
-            "UPDATE requests SET status = 'failed', reason = ? "
-            "WHERE chunk = ? AND status = 'pending'",
-            (reason, chunk_id),
+            "UPDATE requests SET status = ?, reason = ? WHERE chunk = ? AND status = ?",
+            (LineStatus.FAILED, reason, chunk_id, LineStatus.PENDING),
         )
         return cur.rowcount
 
@@ -257,9 +285,9 @@ class Ledger:
         with self._tx():
             self.record_outcomes(chunk_id, outcomes)
             self.fail_unanswered(chunk_id, reason)
-            self.update_chunk(chunk_id, state="done")
+            self.update_chunk(chunk_id, state=ChunkState.DONE)
 
-    def retryable(self, statuses: tuple[str, ...]) -> Iterator[RequestEntry]:
+    def retryable(self, statuses: tuple[Answered, ...]) -> Iterator[RequestEntry]:
         marks = ",".join("?" for _ in statuses)
         cur = self._db.execute(
             "SELECT custom_id, seq, src_chunk, src_offset, src_length FROM requests "
@@ -277,8 +305,11 @@ class Ledger:
             for seq, (chunk_id, path, n, size) in enumerate(chunks):
                 self.add_chunk(chunk_id, round_, seq, path, n, size)
             self._db.executemany(
-                "UPDATE requests SET chunk = ?, round = ?, status = 'pending' WHERE custom_id = ?",
-                ((chunk_id, round_, custom_id) for custom_id, chunk_id in members.items()),
+                "UPDATE requests SET chunk = ?, round = ?, status = ? WHERE custom_id = ?",
+                (
+                    (chunk_id, round_, LineStatus.PENDING, custom_id)
+                    for custom_id, chunk_id in members.items()
+                ),
             )
 
     def outcome(self, custom_id: str) -> StoredOutcome | None:
@@ -290,29 +321,31 @@ class Ledger:
             return None
         answer = None if row[2] is None else orjson.loads(row[2])
         result = None if row[3] is None else orjson.loads(row[3])
-        return StoredOutcome(row[0], row[1], answer, result)
+        return StoredOutcome(LineStatus(row[0]), row[1], answer, result)
 
     def failures(
         self, limit: int, *, include_length: bool = True
-    ) -> list[tuple[str, str, str | None]]:
+    ) -> list[tuple[str, LineStatus, str | None]]:
         """The first lines without an answer (``include_length``: cut-off answers too)."""
-        kept = "('ok')" if include_length else "('ok', 'length')"
+        kept = (LineStatus.OK,) if include_length else (LineStatus.OK, LineStatus.LENGTH)
+        marks = ",".join("?" for _ in kept)
         return [
-            (str(r[0]), str(r[1]), r[2])
+            (str(r[0]), LineStatus(r[1]), r[2])
             for r in self._db.execute(
                 "SELECT custom_id, status, reason FROM requests "
-                f"WHERE status NOT IN {kept} ORDER BY seq LIMIT ?",
-                (limit,),
+                f"WHERE status NOT IN ({marks}) ORDER BY seq LIMIT ?",
+                (*kept, limit),
             )
         ]
 
     def totals(self) -> Totals:
         row = self._db.execute(
             "SELECT COUNT(*), "
-            "COALESCE(SUM(status = 'ok'), 0), COALESCE(SUM(status = 'failed'), 0), "
-            "COALESCE(SUM(status = 'length'), 0), COALESCE(SUM(status = 'pending'), 0), "
+            "COALESCE(SUM(status = ?), 0), COALESCE(SUM(status = ?), 0), "
+            "COALESCE(SUM(status = ?), 0), COALESCE(SUM(status = ?), 0), "
             "COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0), "
-            "COALESCE(SUM(cached_tokens), 0) FROM requests"
+            "COALESCE(SUM(cached_tokens), 0) FROM requests",
+            (LineStatus.OK, LineStatus.FAILED, LineStatus.LENGTH, LineStatus.PENDING),
         ).fetchone()
         return Totals(*(int(x) for x in row))
 
@@ -320,6 +353,12 @@ class Ledger:
 
     def _tx(self) -> _Transaction:
         return _Transaction(self._db)
+
+
+def _chunk_row(row: tuple[Any, ...]) -> ChunkRow:
+    values = list(row)
+    values[6] = ChunkState(values[6])  # the state column
+    return ChunkRow(*values)
 
 
 class _Transaction:

@@ -19,6 +19,7 @@ from batchd.pipeline.config import RequestSpec
 from batchd.pipeline.ledger import Ledger, StoredOutcome
 from batchd.pipeline.prompts import RequestBuilder
 from batchd.pipeline.sources import csv_columns, detect_format, iter_jsonl_lines, iter_rows
+from batchd.pipeline.states import LineStatus
 
 ADDED = ("custom_id", "response", "error")
 PARQUET_BATCH = 4096
@@ -29,9 +30,11 @@ def _error(
 ) -> str | None:
     if outcome is None:
         return "not_submitted: the row was not part of the run"
-    if outcome.status == "ok" or (outcome.status == "length" and not length_is_error):
+    if outcome.status is LineStatus.OK or (
+        outcome.status is LineStatus.LENGTH and not length_is_error
+    ):
         return None
-    if outcome.status == "pending":
+    if outcome.status is LineStatus.PENDING:
         if cancelled:
             return "run_cancelled: the run was cancelled before this line had a result"
         return "pending: no result yet"
@@ -42,13 +45,14 @@ def _rows(ledger: Ledger, input_path: Path, spec: RequestSpec) -> Iterator[dict[
     columns = csv_columns(input_path) if detect_format(input_path) == "csv" else None
     builder = RequestBuilder(spec, columns)
     # Without --retry-length a cut-off answer is kept as the answer, not an error.
-    length_is_error = ledger.get("retry_length") == "1"
-    cancelled = ledger.get("cancelled") == "1"
+    length_is_error = ledger.flag("retry_length")
+    cancelled = ledger.flag("cancelled")
     for row in iter_rows(input_path):
         custom_id = builder.custom_id(row)
         cid = custom_id if isinstance(custom_id, str) else None
         outcome = ledger.outcome(cid) if cid is not None else None
-        answer = outcome.answer if outcome is not None and outcome.status != "failed" else None
+        answered = outcome is not None and outcome.status is not LineStatus.FAILED
+        answer = outcome.answer if outcome is not None and answered else None
         error = _error(outcome, length_is_error=length_is_error, cancelled=cancelled)
         yield {**row.data, "custom_id": cid, "response": answer, "error": error}
 
@@ -71,7 +75,7 @@ def write_results(
 
 
 def _write_batch_output(ledger: Ledger, input_path: Path, tmp: Path) -> int:
-    length_is_error = ledger.get("retry_length") == "1"
+    length_is_error = ledger.flag("retry_length")
     count = 0
     with tmp.open("wb") as out:
         for _number, data in iter_jsonl_lines(input_path):
