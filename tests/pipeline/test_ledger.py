@@ -10,12 +10,15 @@ from __future__ import annotations
 import signal
 import sqlite3
 from pathlib import Path
+from typing import get_args
 
 import openai
 import pytest
+from openai.types import Batch
 
 from batchd.embedded import EmbeddedServer
 from batchd.pipeline.ledger import Ledger
+from batchd.pipeline.remote import TERMINAL, BatchStatus
 from batchd.pipeline.runner import STEPS
 from batchd.pipeline.states import ChunkState, LineStatus
 from upstream_server import UpstreamServer
@@ -42,6 +45,12 @@ def _make_legacy(state_dir: Path) -> None:
 
 def test_every_chunk_state_has_a_step() -> None:
     assert set(STEPS) == set(ChunkState)
+
+
+def test_batch_statuses_are_the_sdks() -> None:
+    sdk = get_args(Batch.model_fields["status"].annotation)
+    assert set(get_args(BatchStatus)) == set(sdk)
+    assert set(sdk) > TERMINAL
 
 
 def test_flags_are_stored_as_words_and_old_digits_still_read(tmp_path: Path) -> None:

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import os
 import signal
+from typing import Literal, get_args
 
 ENV = "BATCHD_CRASH_AT"
-POINTS = ("planned", "uploaded", "created", "downloaded", "round")
+Point = Literal["planned", "uploaded", "created", "downloaded", "round"]
+POINTS: tuple[Point, ...] = get_args(Point)
 _hits: dict[str, int] = {}
 
 
-def reach(point: str) -> None:
+def reach(point: Point) -> None:
     """Die here if the environment asks for it."""
     wanted = os.environ.get(ENV)
     if not wanted:

@@ -11,14 +11,27 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import openai
 from openai.types import Batch
 
 from batchd.pipeline.errors import RemoteError
 
-TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+BatchStatus = Literal[
+    "validating",
+    "failed",
+    "in_progress",
+    "finalizing",
+    "completed",
+    "expired",
+    "cancelling",
+    "cancelled",
+]
+"""A batch's ``status``, as the SDK's ``Batch`` types it (a test checks they agree)."""
+TERMINAL: frozenset[BatchStatus] = frozenset({"completed", "failed", "expired", "cancelled"})
+REFUSED: BatchStatus = "failed"
+"""What a chunk the server refused to take records as its batch status."""
 # How far before an intent a listing keeps looking (server clocks drift).
 CLOCK_SLACK = 600.0
 DOWNLOAD_TRIES = 5

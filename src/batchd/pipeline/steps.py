@@ -25,7 +25,7 @@ from batchd.pipeline.answers import Outcome, read_outcome
 from batchd.pipeline.config import RequestSpec, RunConfig
 from batchd.pipeline.display import Display
 from batchd.pipeline.ledger import ChunkRow, Ledger
-from batchd.pipeline.remote import TERMINAL, TRANSIENT, Remote
+from batchd.pipeline.remote import REFUSED, TERMINAL, TRANSIENT, Remote
 from batchd.pipeline.states import ChunkState
 
 TOKEN_LIMIT = "token_limit_exceeded"
@@ -115,7 +115,7 @@ class ChunkSteps:
         except openai.BadRequestError as exc:
             # The server refuses this chunk outright: its lines fail with the reason.
             ledger.update_chunk(
-                chunk.id, state=ChunkState.FINISHED, batch_status="failed", note=_message(exc)
+                chunk.id, state=ChunkState.FINISHED, batch_status=REFUSED, note=_message(exc)
             )
             display.event(f"{chunk.id}: refused ({_message(exc)})")
         except openai.RateLimitError as exc:
