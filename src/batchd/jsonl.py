@@ -3,7 +3,10 @@
 Lines are numbered from 1 as a text editor would (blank lines count), end at
 ``\\n``, lose a trailing ``\\r`` (CRLF files), and the first loses a UTF-8 BOM.
 Offsets are byte positions in the stream, so a range of lines can be read again
-later (:mod:`batchd.engine.shards`) without scanning from the start.
+later without scanning from the start: :mod:`batchd.engine.validate` cuts a
+batch's input into shards at line offsets, and :mod:`batchd.engine.executor`
+reads one shard's byte range back (``first_number``/``base_offset`` keep its
+line numbers and offsets those of the whole file).
 """
 
 from __future__ import annotations

@@ -1,8 +1,16 @@
-"""batchd's one settings object.
+"""batchd's one settings object, for the server and the worker.
 
-Built once at start-up (:func:`load_settings`) and passed down; nothing reads the
-environment anywhere else. Precedence, highest first: command-line flags, ``BATCHD_*``
-environment variables, the TOML file named by ``--config``, the defaults below.
+Built once at start-up (:func:`load_settings`) and passed down; nothing in the server
+or the engine reads the environment anywhere else. Precedence, highest first:
+command-line flags, ``BATCHD_*`` environment variables, the TOML file named by
+``--config``, the defaults below.
+
+Outside these settings, three things read the environment on purpose: the client
+pipeline (``batchd run`` and its siblings) takes ``OPENAI_BASE_URL`` and
+``OPENAI_API_KEY`` as the SDK does (:mod:`batchd.pipeline.commands`,
+:func:`batchd.pipeline.runner.open_client`); the crash points a test arms with
+``BATCHD_CRASH_AT`` (:mod:`batchd.pipeline.crashpoints`); and a backend's
+``api_key_env`` names the variable holding its key (:class:`BackendConfig`).
 """
 
 from __future__ import annotations

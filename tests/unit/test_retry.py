@@ -1,4 +1,4 @@
-"""RetryPolicy: which statuses retry, backoff growth, cap, jitter bounds, Retry-After."""
+"""RetryPolicy: which statuses retry, backoff growth, cap, equal-jitter bounds, Retry-After."""
 
 from __future__ import annotations
 
@@ -39,6 +39,19 @@ def test_delays_grow_within_jitter_bounds_and_are_capped() -> None:
         assert all(backoff / 2 <= d <= backoff for d in samples), attempt
         assert max(samples) - min(samples) > backoff / 4  # really jittered
     assert max(p.delay(50, rng=rng) for _ in range(100)) <= 4.0
+
+
+def test_equal_jitter_is_half_fixed_half_uniform() -> None:
+    # Equal jitter: b/2 + uniform(0, b/2). Its mean is 3/4 b (full jitter's would be b/2,
+    # a fixed +-25% jitter's 7/8 b), and the random half is spread over all of [b/2, b].
+    p = RetryPolicy(base=8.0, cap=100.0)
+    rng = random.Random(4)
+    samples = [p.delay(1, rng=rng) for _ in range(4000)]
+    assert 5.85 < sum(samples) / len(samples) < 6.15
+    assert min(samples) >= 4.0 and max(samples) <= 8.0
+    assert min(samples) < 4.2 and max(samples) > 7.8
+    below = sum(d < 6.0 for d in samples) / len(samples)
+    assert 0.45 < below < 0.55  # uniform over the random half
 
 
 def test_mean_delay_doubles() -> None:
