@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated
 
 import openai
-import orjson
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -23,91 +22,47 @@ from batchd.pipeline.api import (
     connect,
     estimate,
     find_state_dir,
-    make_spec,
     run_status,
     write_run_results,
 )
-from batchd.pipeline.config import (
-    DEFAULT_MAX_REQUESTS,
-    DEFAULT_RETRY_ROUNDS,
-    RunConfig,
-    parse_size,
-)
+from batchd.pipeline.config import RunConfig
 from batchd.pipeline.errors import InvalidInput, PipelineError
-from batchd.pipeline.prompts import max_tokens_param
+from batchd.pipeline.options import (
+    ApiKeyOpt,
+    BaseUrlOpt,
+    CompletionWindowOpt,
+    EndpointOpt,
+    IdColumnOpt,
+    InputColumnOpt,
+    MaxBytesOpt,
+    MaxInFlightOpt,
+    MaxReqOpt,
+    MaxRetryRoundsOpt,
+    MaxTokensOpt,
+    ModelOpt,
+    OptPath,
+    OutputOpt,
+    ParamOpt,
+    PollIntervalOpt,
+    PollMaxOpt,
+    PriceInOpt,
+    PriceOutOpt,
+    RetryLengthOpt,
+    SchemaOpt,
+    StateDirOpt,
+    SystemOpt,
+    TemperatureOpt,
+    TemplateOpt,
+    TokenLimitWaitOpt,
+    request_spec,
+    run_config,
+)
+from batchd.pipeline.planner import make_plan
 from batchd.pipeline.runner import BatchRunner, RunSummary
 from batchd.validation import ValidationReport
 
-# Optional[...] rather than X | None: typer reads these annotations at run time.
-Str = Optional[str]  # noqa: UP045
-Int = Optional[int]  # noqa: UP045
-Float = Optional[float]  # noqa: UP045
-OptPath = Optional[Path]  # noqa: UP045
-
-ModelOpt = Annotated[Str, typer.Option("--model", "-m", help="Model for every request.")]
-TemplateOpt = Annotated[
-    Str, typer.Option("--template", help="Prompt template over the columns ({column}), or a file.")
-]
-InputColumnOpt = Annotated[Str, typer.Option("--input-column", help="Column holding the prompt.")]
-SystemOpt = Annotated[Str, typer.Option("--system", help="System message / instructions.")]
-IdColumnOpt = Annotated[
-    Str, typer.Option("--id-column", help="Column with each row's custom_id (default row-<n>).")
-]
-EndpointOpt = Annotated[
-    Str, typer.Option("--endpoint", help="/v1/chat/completions (default), /v1/embeddings, ...")
-]
-BaseUrlOpt = Annotated[
-    Str,
-    typer.Option(
-        "--base-url",
-        envvar="OPENAI_BASE_URL",
-        help="OpenAI-compatible API (…/v1). Default: "
-        "OpenAI with OPENAI_API_KEY, else an in-process batchd server.",
-    ),
-]
-ApiKeyOpt = Annotated[Str, typer.Option("--api-key", envvar="OPENAI_API_KEY", help="API key.")]
-TemperatureOpt = Annotated[Float, typer.Option("--temperature", help="Sampling temperature.")]
-MaxTokensOpt = Annotated[Int, typer.Option("--max-tokens", help="Most output tokens per answer.")]
-ParamOpt = Annotated[
-    Optional[list[str]],  # noqa: UP045
-    typer.Option("--param", help="Extra body field KEY=VALUE (VALUE as JSON if it parses)."),
-]
-SchemaOpt = Annotated[
-    OptPath, typer.Option("--json-schema", help="JSON Schema file: structured, validated answers.")
-]
-MaxReqOpt = Annotated[
-    Int, typer.Option("--max-requests-per-batch", help=f"Default {DEFAULT_MAX_REQUESTS}.")
-]
-MaxBytesOpt = Annotated[
-    Str, typer.Option("--max-bytes-per-batch", help="Bytes (or 200MB, 1GiB). Default 200MB.")
-]
-PriceInOpt = Annotated[Float, typer.Option("--price-input", help="USD per 1M input tokens.")]
-PriceOutOpt = Annotated[Float, typer.Option("--price-output", help="USD per 1M output tokens.")]
-StateDirOpt = Annotated[
-    OptPath, typer.Option("--state-dir", help="Ledger and chunk files (default OUTPUT.batchd).")
-]
-
 console = Console(stderr=True)
 out = Console(soft_wrap=True, highlight=False, markup=False)
-
-
-def _params(
-    endpoint: str | None, temperature: float | None, max_tokens: int | None, param: list[str] | None
-) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    if temperature is not None:
-        params["temperature"] = temperature
-    if max_tokens is not None:
-        params[max_tokens_param(endpoint)] = max_tokens
-    for item in param or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise typer.BadParameter(f"--param wants KEY=VALUE, got {item!r}")
-        try:
-            params[key] = orjson.loads(value)
-        except orjson.JSONDecodeError:
-            params[key] = value
-    return params
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -123,6 +78,14 @@ def _print_report(report: ValidationReport, source: Path) -> None:
     for e in report.errors:
         where = f"line {e.line}: " if e.line is not None else ""
         out.print(f"  {where}[{e.code}] {e.message}", markup=False)
+
+
+def _show_estimate(est: Estimate, config: RunConfig, source: Path) -> None:
+    """The estimate, or (exit status 2) why the input cannot be planned."""
+    if not est.report.ok:
+        _print_report(est.report, source)
+        raise typer.Exit(2)
+    _print_estimate(est, config)
 
 
 def _print_estimate(est: Estimate, config: RunConfig) -> None:
@@ -192,79 +155,29 @@ def run(
     json_schema: SchemaOpt = None,
     max_requests_per_batch: MaxReqOpt = None,
     max_bytes_per_batch: MaxBytesOpt = None,
-    max_retry_rounds: Annotated[
-        Int, typer.Option("--max-retry-rounds", help=f"Default {DEFAULT_RETRY_ROUNDS}.")
-    ] = None,
-    retry_length: Annotated[
-        Optional[bool],  # noqa: UP045
-        typer.Option("--retry-length/--no-retry-length", help="Resubmit finish_reason=length."),
-    ] = None,
-    output: Annotated[OptPath, typer.Option("--output", "-o", help="Merged results file.")] = None,
+    max_retry_rounds: MaxRetryRoundsOpt = None,
+    retry_length: RetryLengthOpt = None,
+    output: OutputOpt = None,
     state_dir: StateDirOpt = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Validate, print the chunk plan and cost estimate.")
     ] = False,
-    poll_interval: Annotated[
-        Float, typer.Option("--poll-interval", help="First poll delay, s.")
-    ] = None,
-    poll_max: Annotated[Float, typer.Option("--poll-max", help="Longest poll delay, s.")] = None,
-    max_in_flight: Annotated[
-        Int, typer.Option("--max-in-flight", help="Most batches running at once (default 4).")
-    ] = None,
-    token_limit_wait: Annotated[
-        Float,
-        typer.Option(
-            "--token-limit-wait", help="Seconds before resubmitting on token_limit_exceeded."
-        ),
-    ] = None,
-    completion_window: Annotated[
-        Str,
-        typer.Option(
-            "--completion-window",
-            help="Batch completion window sent to the API (default 24h, the only one "
-            "OpenAI accepts).",
-        ),
-    ] = None,
+    poll_interval: PollIntervalOpt = None,
+    poll_max: PollMaxOpt = None,
+    max_in_flight: MaxInFlightOpt = None,
+    token_limit_wait: TokenLimitWaitOpt = None,
+    completion_window: CompletionWindowOpt = None,
     price_input: PriceInOpt = None,
     price_output: PriceOutOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
     """Push every row of INPUT through a batch API; resumable (run the same command again)."""
+    options = dict(locals())  # every option, by name: see batchd.pipeline.options
     try:
-        spec = make_spec(
-            model=model,
-            endpoint=endpoint,
-            template=template,
-            input_column=input_column,
-            system=system,
-            id_column=id_column,
-            params=_params(endpoint, temperature, max_tokens, param),
-            json_schema=json_schema,
-        )
-        options: dict[str, Any] = {
-            "output": output,
-            "state_dir": state_dir,
-            "base_url": base_url,
-            "api_key": api_key,
-            "max_requests_per_batch": max_requests_per_batch,
-            "max_bytes_per_batch": parse_size(max_bytes_per_batch) if max_bytes_per_batch else None,
-            "max_retry_rounds": max_retry_rounds,
-            "retry_length": retry_length,
-            "poll_interval": poll_interval,
-            "poll_max": poll_max,
-            "max_in_flight": max_in_flight,
-            "token_limit_wait": token_limit_wait,
-            "completion_window": completion_window,
-            "price_input": price_input,
-            "price_output": price_output,
-        }
-        config = RunConfig(input=input, **{k: v for k, v in options.items() if v is not None})
+        spec = request_spec(options)
+        config = run_config(input, options)
         if dry_run:
-            est = estimate(config, spec)
-            if not est.report.ok:
-                _print_report(est.report, input)
-                raise typer.Exit(2)
-            _print_estimate(est, config)
+            _show_estimate(estimate(config, spec), config, input)
             return
         summary = BatchRunner(config, spec, console=console, quiet=quiet).run()
     except InvalidInput as exc:
@@ -287,21 +200,9 @@ def validate(
     max_bytes_per_batch: MaxBytesOpt = None,
 ) -> None:
     """Check every line with the server's rules, with line numbers; uploads nothing."""
+    options = dict(locals())  # every option, by name: see batchd.pipeline.options
     try:
-        spec = make_spec(
-            model=model,
-            endpoint=endpoint,
-            template=template,
-            input_column=input_column,
-            system=system,
-            id_column=id_column,
-        )
-        config = RunConfig(input=file)
-        if max_bytes_per_batch:
-            config = RunConfig(input=file, max_bytes_per_batch=parse_size(max_bytes_per_batch))
-        from batchd.pipeline.planner import make_plan
-
-        report = make_plan(config, spec).report
+        report = make_plan(run_config(file, options), request_spec(options)).report
     except PipelineError as exc:
         raise _fail(str(exc)) from None
     _print_report(report, file)
@@ -324,31 +225,13 @@ def estimate_command(
     price_output: PriceOutOpt = None,
 ) -> None:
     """Print the chunk plan, token count and cost estimate (same as run --dry-run)."""
+    options = dict(locals())  # every option, by name: see batchd.pipeline.options
     try:
-        spec = make_spec(
-            model=model,
-            endpoint=endpoint,
-            template=template,
-            input_column=input_column,
-            system=system,
-            id_column=id_column,
-            params=_params(endpoint, None, max_tokens, None),
-            json_schema=json_schema,
-        )
-        options: dict[str, Any] = {
-            "max_requests_per_batch": max_requests_per_batch,
-            "max_bytes_per_batch": parse_size(max_bytes_per_batch) if max_bytes_per_batch else None,
-            "price_input": price_input,
-            "price_output": price_output,
-        }
-        config = RunConfig(input=input, **{k: v for k, v in options.items() if v is not None})
-        est = estimate(config, spec)
+        config = run_config(input, options)
+        est = estimate(config, request_spec(options))
     except PipelineError as exc:
         raise _fail(str(exc)) from None
-    if not est.report.ok:
-        _print_report(est.report, input)
-        raise typer.Exit(2)
-    _print_estimate(est, config)
+    _show_estimate(est, config, input)
 
 
 RunTarget = Annotated[
