@@ -18,9 +18,10 @@ from openai.types import Batch
 
 from batchd.embedded import EmbeddedServer
 from batchd.pipeline.ledger import Ledger
-from batchd.pipeline.remote import TERMINAL, BatchStatus
+from batchd.pipeline.remote import TERMINAL
 from batchd.pipeline.runner import STEPS
 from batchd.pipeline.states import ChunkState, LineStatus
+from batchd.protocol import BatchStatus
 from upstream_server import UpstreamServer
 
 from .conftest import FAST, batchd_cli, read_csv, read_jsonl, server_counts, write_csv, write_jsonl

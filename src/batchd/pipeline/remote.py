@@ -11,24 +11,14 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import openai
 from openai.types import Batch
 
 from batchd.pipeline.errors import RemoteError
+from batchd.protocol import BatchStatus
 
-BatchStatus = Literal[
-    "validating",
-    "failed",
-    "in_progress",
-    "finalizing",
-    "completed",
-    "expired",
-    "cancelling",
-    "cancelled",
-]
-"""A batch's ``status``, as the SDK's ``Batch`` types it (a test checks they agree)."""
 TERMINAL: frozenset[BatchStatus] = frozenset({"completed", "failed", "expired", "cancelled"})
 REFUSED: BatchStatus = "failed"
 """What a chunk the server refused to take records as its batch status."""
