@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
-from batchd.errors import BatchdError, InvalidRequest, NotFound, PayloadTooLarge
+from batchd.errors import InvalidRequest, NotFound, PayloadTooLarge
 from batchd.protocol import (
     UPLOAD_PURPOSES,
     Batch,
@@ -216,4 +216,4 @@ async def retrieve_model(model_id: str, _tenant: Tenant, state: State) -> Model:
     raise NotFound(f"The model {model_id!r} does not exist.", param="model", code="model_not_found")
 
 
-__all__ = ["BatchdError", "router"]
+__all__ = ["router"]
