@@ -8,10 +8,10 @@ import pytest
 
 from batchd.pipeline.cost import Pricing, cost_report
 from batchd.pipeline.display import _eta as pipeline_eta
+from batchd.server.ui.errors import line_code
+from batchd.server.ui.views import cost, duration_text, find_price, progress
 from batchd.settings import ModelPrice, Settings
 from batchd.store.records import BatchRecord, Usage
-from batchd.ui.errors import line_code
-from batchd.ui.views import cost, duration_text, find_price, progress
 
 
 def batch(**kw: object) -> BatchRecord:

@@ -22,11 +22,11 @@ from batchd.observability import router as metrics_routes
 from batchd.server.auth import KeyRing
 from batchd.server.routes import router as api_routes
 from batchd.server.state import AppState
+from batchd.server.ui import router as ui_routes
+from batchd.server.ui.routes import build_ui_state
 from batchd.services.batches import BatchService
 from batchd.services.files import FileService
 from batchd.settings import Settings
-from batchd.ui import router as ui_routes
-from batchd.ui.routes import build_ui_state
 from batchd.webhooks import build_dispatcher
 
 log = logging.getLogger("batchd.server")

@@ -7,6 +7,6 @@
 ``routes``   ``/ui`` (the page) and ``/ui/api/...`` (tenant-scoped, key required)
 """
 
-from batchd.ui.routes import router
+from batchd.server.ui.routes import router
 
 __all__ = ["router"]

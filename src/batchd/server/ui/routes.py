@@ -20,12 +20,12 @@ from fastapi.responses import RedirectResponse
 from batchd.errors import NotFound
 from batchd.server.auth import KeyRing, request_tenant
 from batchd.server.state import AppState, app_state
+from batchd.server.ui.errors import ErrorSummaries, ResultSource
+from batchd.server.ui.views import cost, progress
 from batchd.server.wire import batch_object
 from batchd.services.files import FileService
 from batchd.settings import ModelPrice
 from batchd.store.records import BatchRecord
-from batchd.ui.errors import ErrorSummaries, ResultSource
-from batchd.ui.views import cost, progress
 
 _ASSETS = {
     "index.html": "text/html; charset=utf-8",
@@ -84,7 +84,7 @@ async def ui_asset(asset: str) -> Response:
 
 
 def _asset(name: str) -> Response:
-    data = (resources.files("batchd.ui") / "static" / name).read_bytes()
+    data = (resources.files("batchd.server.ui") / "static" / name).read_bytes()
     return Response(data, media_type=_ASSETS[name], headers={"cache-control": "no-cache"})
 
 
