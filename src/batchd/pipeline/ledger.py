@@ -30,7 +30,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import orjson
 
@@ -102,6 +102,24 @@ class ChunkRow:
     completed: int
     failed: int
     intent_at: float | None
+    not_before: float
+    note: str | None
+
+
+class ChunkUpdate(TypedDict, total=False):
+    """The columns a step may change (:meth:`Ledger.update_chunk`): a misspelt one is a
+    type error, not an SQL error in the middle of a run."""
+
+    state: ChunkState
+    attempt: int
+    file_id: str | None
+    batch_id: str | None
+    batch_status: str | None
+    output_file_id: str | None
+    error_file_id: str | None
+    completed: int
+    failed: int
+    intent_at: float
     not_before: float
     note: str | None
 
@@ -237,7 +255,7 @@ class Ledger:
         row = self._db.execute("SELECT * FROM chunks WHERE id = ?", (chunk_id,)).fetchone()
         return _chunk_row(row)
 
-    def update_chunk(self, chunk_id: str, **fields: Any) -> None:
+    def update_chunk(self, chunk_id: str, **fields: Unpack[ChunkUpdate]) -> None:
         names = ", ".join(f"{name} = ?" for name in fields)
         self._db.execute(f"UPDATE chunks SET {names} WHERE id = ?", (*fields.values(), chunk_id))
 
