@@ -38,8 +38,6 @@ class ChunkState(StrEnum):
 
 NOT_SENT = frozenset({ChunkState.PLANNED, ChunkState.UPLOADING, ChunkState.UPLOADED})
 """No batch exists for these yet: a cancelled run never starts them."""
-TO_SUBMIT = NOT_SENT | {ChunkState.CREATING}
-"""States the submit step moves on (a ``creating`` chunk resumes its create)."""
 IN_FLIGHT = frozenset({ChunkState.CREATING, ChunkState.SUBMITTED})
 """Chunks that count against ``max_in_flight``."""
 IN_BATCHES = frozenset({ChunkState.SUBMITTED, ChunkState.FINISHED})
