@@ -7,6 +7,7 @@ the chunk and line states were already the strings the types now name.
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import sqlite3
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest
 from openai.types import Batch
 
 from batchd.embedded import EmbeddedServer
-from batchd.pipeline.ledger import Ledger
+from batchd.pipeline.ledger import ChunkRow, ChunkUpdate, Ledger
 from batchd.pipeline.remote import TERMINAL
 from batchd.pipeline.runner import STEPS
 from batchd.pipeline.states import ChunkState, LineStatus
@@ -46,6 +47,11 @@ def _make_legacy(state_dir: Path) -> None:
 
 def test_every_chunk_state_has_a_step() -> None:
     assert set(STEPS) == set(ChunkState)
+
+
+def test_chunk_updates_name_chunk_columns() -> None:
+    columns = {f.name for f in dataclasses.fields(ChunkRow)}
+    assert set(ChunkUpdate.__annotations__) <= columns - {"id", "path", "round", "seq"}
 
 
 def test_batch_statuses_are_the_sdks() -> None:
