@@ -84,7 +84,14 @@ def write_input(path: Path, lines: int, pad: int = 0) -> int:
     return path.stat().st_size
 
 
-async def bare_loop(base_url: str, path: Path, concurrency: int) -> float:
+def bare_loop(base_url: str, path: Path, concurrency: int) -> tuple[float, float]:
+    """Seconds and CPU seconds of the bare loop."""
+    cpu = time.process_time()
+    elapsed = asyncio.run(_bare_loop(base_url, path, concurrency))
+    return elapsed, time.process_time() - cpu
+
+
+async def _bare_loop(base_url: str, path: Path, concurrency: int) -> float:
     bodies = [json.dumps(json.loads(line)["body"]).encode() for line in path.open()]
     sem = asyncio.Semaphore(concurrency)
     ok = 0
@@ -188,14 +195,28 @@ def upstream_server(kind: str) -> Iterator[str]:
             proc.wait(10)
 
 
+def with_children(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    return [pid, *(int(c) for c in children.read_text().split())] if children.exists() else [pid]
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """User + system CPU seconds the processes ``pids`` have used so far."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rpartition(")")[2].split()
+        except FileNotFoundError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
 def peak_rss_mb(pid: int) -> float:
     """VmHWM of ``pid`` and of its children (the engine process), the largest."""
-    pids = [pid]
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    if children.exists():
-        pids += [int(c) for c in children.read_text().split()]
     peak = float("nan")
-    for p in pids:
+    for p in with_children(pid):
         try:
             text = Path(f"/proc/{p}/status").read_text()
         except FileNotFoundError:
@@ -236,6 +257,7 @@ def run_batchd(
     )
     try:
         wait_http(f"http://127.0.0.1:{port}/health")
+        cpu_at_start = cpu_seconds(with_children(proc.pid))
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="bench")
         t0 = time.perf_counter()
         with path.open("rb") as fh:
@@ -253,6 +275,7 @@ def run_batchd(
         out = data_dir / "out.jsonl"
         client.files.content(b.output_file_id).write_to_file(out)
         t_end = time.perf_counter()
+        cpu = cpu_seconds(with_children(proc.pid)) - cpu_at_start
         n = sum(1 for _ in out.open("rb"))
         assert n == b.request_counts.total == b.request_counts.completed, (n, b.request_counts)
         phases = {
@@ -261,6 +284,7 @@ def run_batchd(
             "download_s": t_end - t_done,
             "total_s": t_end - t0,
             "peak_rss_mb": peak_rss_mb(proc.pid),
+            "cpu_s": cpu,
             "lines": float(n),
         }
         return phases
@@ -276,23 +300,30 @@ def compare(
     median of the per-pair speed ratios (bare time / batchd time) is reported."""
     pairs = []
     for i in range(args.repeat):
-        bare = asyncio.run(bare_loop(base, path, args.concurrency))
+        bare, bare_cpu = bare_loop(base, path, args.concurrency)
         svc = run_batchd(base, path, args.concurrency, tmp / f"{label}{i}", args.serve_arg)
+        svc["bare_cpu_s"] = bare_cpu
         pairs.append((bare / svc["total_s"], bare, svc))
         print(
-            f"  {label} run {i + 1}: bare {bare:.2f} s, batchd {svc['total_s']:.2f} s, "
+            f"  {label} run {i + 1}: bare {bare:.2f} s ({bare_cpu:.1f} CPU s), "
+            f"batchd {svc['total_s']:.2f} s ({svc['cpu_s']:.1f} CPU s), "
             f"speed {bare / svc['total_s']:.2f}x",
             flush=True,
         )
     pairs.sort(key=lambda p: p[0])
     speed, bare, svc = pairs[len(pairs) // 2]
     lines = args.lines
+    per_req = 1e6 / lines
     print(f"{label} upstream (median of {args.repeat} alternating runs):")
     print(f"  bare asyncio loop : {bare:7.2f} s  ({lines / bare:,.0f} req/s)")
     print(
         f"  batchd end to end : {svc['total_s']:7.2f} s  ({lines / svc['total_s']:,.0f} req/s; "
         f"upload {svc['upload_s']:.2f}, validate+run+finalize {svc['run_s']:.2f}, "
         f"download {svc['download_s']:.2f})"
+    )
+    print(
+        f"  CPU per request   : bare {svc['bare_cpu_s'] * per_req:.0f} us, "
+        f"batchd {svc['cpu_s'] * per_req:.0f} us (all its processes)"
     )
     print(f"  speed bare/batchd : {speed:7.2f}x   (target >= 1.0x)")
     print(f"  server peak RSS   : {svc['peak_rss_mb']:7.1f} MB")

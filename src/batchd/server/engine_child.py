@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import gc
 import logging
 import os
 import signal
@@ -63,6 +64,10 @@ async def run(settings: Settings, events_fd: int) -> None:
     forwarder = EventForwarder(transport.write)
 
     def started(worker: Worker) -> None:
+        # As in the API process: objects alive after start-up live as long as the
+        # process, so the cyclic GC need not re-scan them on every collection.
+        gc.collect()
+        gc.freeze()
         os.set_blocking(0, False)
         loop.add_reader(0, _on_stdin, worker)
         forwarder.ready()

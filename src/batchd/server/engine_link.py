@@ -7,8 +7,8 @@ Two one-way pipes, each end owned by one side:
   gone.
 - child -> parent (an inherited fd): engine events as JSON lines, so the metrics and
   webhooks of the API process see what the engine does. Events are gathered for a
-  moment and sent together: one write per ``FLUSH_SECONDS``, not one per request;
-  a finished batch is sent at once.
+  moment and sent together: one write per ``FLUSH_SECONDS`` (metrics need nothing
+  fresher), not one per request; a finished batch is sent at once.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from batchd.store.records import BatchRecord
 
 log = logging.getLogger(__name__)
 
-FLUSH_SECONDS = 0.1
+FLUSH_SECONDS = 0.25
 WAKE = b"\n"
 READY = "ready"
 
