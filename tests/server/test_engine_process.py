@@ -114,6 +114,18 @@ def test_sigterm_drains_both_and_exits_zero(
     assert "worker shutting down" in server.logs()  # the child drained, not killed
 
 
+def test_sigterm_while_a_dead_engine_waits_to_restart(
+    start_batchd: StartBatchd, upstream: UpstreamServer
+) -> None:
+    server = start_batchd(upstream=upstream.base_url, env={"BATCHD_ENGINE_RESTART_DELAY": "60"})
+    child = engine_child(server)
+    child.send_signal(signal.SIGKILL)
+    wait_for(lambda: "engine process exited" in server.logs(), timeout=10)
+    started = time.monotonic()
+    assert server.terminate(timeout=30) == 0
+    assert time.monotonic() - started < 20  # not held up by the restart delay
+
+
 @pytest.mark.parametrize("how", [["--no-engine-process"], []])
 def test_one_process_mode_stays_available(
     start_batchd: StartBatchd, upstream: UpstreamServer, how: list[str]

@@ -107,7 +107,11 @@ class EngineProcess:
                     proc.kill()
                 await proc.wait()
         if self._supervisor is not None:
-            with contextlib.suppress(Exception):
+            # Let it read the child's last events; a supervisor waiting to restart a
+            # dead child is simply stopped.
+            await asyncio.wait({self._supervisor}, timeout=5)
+            self._supervisor.cancel()
+            with contextlib.suppress(BaseException):
                 await self._supervisor
 
     async def _supervise(self) -> None:
@@ -149,6 +153,8 @@ class EngineProcess:
             os.close(write_fd)  # the child holds it now; EOF here when the child is gone
         self._proc = proc
         self.starts += 1
+        if self._stopping:  # stop() came while this child was being started
+            proc.send_signal(signal.SIGTERM)
         assert proc.stdin is not None
         proc.stdin.write(self._settings.model_dump_json().encode() + b"\n")
         log.info("engine process started (pid %d)", proc.pid)
