@@ -93,6 +93,10 @@ def serve(
             help="Run batches in a child process beside the API (default), or in the API's.",
         ),
     ] = None,
+    engine_processes: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(help="How many engine child processes (they share each backend's limit)."),
+    ] = None,
     *,
     shared: dict[str, Any],
 ) -> None:
@@ -109,6 +113,7 @@ def serve(
         api_keys=api_key or None,
         worker=worker,
         engine_process=engine_process,
+        engine_processes=engine_processes,
         **shared,
     )
     configure_logging(settings.log_level, settings.log_format)

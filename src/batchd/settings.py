@@ -137,6 +137,12 @@ class Settings(BaseSettings):
         "child process beside the API, so the two use two cores and the API stays responsive "
         "under load. Off: API and engine share one process and one event loop.",
     )
+    engine_processes: int = Field(
+        default=1,
+        ge=1,
+        description="With engine_process: how many engine children; they share every "
+        "backend's concurrency limit. More use more cores for requests, leaving less for the API.",
+    )
     engine_restart_delay: float = Field(
         default=1.0,
         gt=0,

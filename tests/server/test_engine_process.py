@@ -126,6 +126,25 @@ def test_sigterm_while_a_dead_engine_waits_to_restart(
     assert time.monotonic() - started < 20  # not held up by the restart delay
 
 
+def test_two_engine_processes_run_one_batch_exactly_once(
+    start_batchd: StartBatchd, upstream: UpstreamServer
+) -> None:
+    server = start_batchd(upstream=upstream.base_url, args=["--engine-processes", "2"])
+    assert server.proc is not None
+    parent = psutil.Process(server.proc.pid)
+    wait_for(lambda: len(parent.children()) == 2, timeout=10)
+    n = 3000  # three shards at least, so both children can claim work
+    b = run_batch(server.client, [chat_line(i) for i in range(n)], timeout=120)
+    assert b.status == "completed"
+    assert b.request_counts.model_dump() == {"total": n, "completed": n, "failed": 0}
+    out, err = results(server.client, b)
+    assert err == [] and sorted(line["custom_id"] for line in out) == sorted(
+        f"r{i}" for i in range(n)
+    )
+    # Each line was sent once; two children sharing SQLite never ran one line twice.
+    assert sum(upstream.stats.attempts.values()) == n
+
+
 @pytest.mark.parametrize("how", [["--no-engine-process"], []])
 def test_one_process_mode_stays_available(
     start_batchd: StartBatchd, upstream: UpstreamServer, how: list[str]

@@ -20,7 +20,7 @@ from batchd.errors import BatchdError
 from batchd.observability import HttpMetricsMiddleware, Metrics
 from batchd.observability import router as metrics_routes
 from batchd.server.auth import KeyRing
-from batchd.server.engine_process import EngineProcess
+from batchd.server.engine_process import EngineProcesses
 from batchd.server.routes import router as api_routes
 from batchd.server.state import AppState
 from batchd.services.batches import BatchService
@@ -44,9 +44,9 @@ def create_app(settings: Settings) -> FastAPI:
         blobs = open_blob_store(settings.storage, settings.data_dir)
         router = build_router(settings)
         worker: Worker | None = None
-        engine: EngineProcess | None = None
+        engine: EngineProcesses | None = None
         if settings.worker and settings.engine_process:
-            engine = EngineProcess(settings, lookup=lambda b: store.get_batch(b, tenant=None))
+            engine = EngineProcesses(settings, lookup=lambda b: store.get_batch(b, tenant=None))
         elif settings.worker:
             worker = build_worker(settings, store=store, blobs=blobs, router=router)
         # Events come from the engine: no engine here, nothing to send.

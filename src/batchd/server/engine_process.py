@@ -174,3 +174,30 @@ class EngineProcess:
         finally:
             transport.close()
         return code
+
+
+class EngineProcesses:
+    """``engine_processes`` children as one engine: started, woken and stopped together;
+    their events feed one set of observers."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        lookup: Callable[[str], Awaitable[BatchRecord | None]],
+    ) -> None:
+        self.observers = Observers()
+        self.children = [
+            EngineProcess(settings, lookup=lookup, observers=self.observers)
+            for _ in range(settings.engine_processes)
+        ]
+
+    async def start(self) -> None:
+        await asyncio.gather(*(child.start() for child in self.children))
+
+    def wake(self) -> None:
+        for child in self.children:
+            child.wake()
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(child.stop() for child in self.children))
