@@ -26,51 +26,41 @@ def _root() -> None:
     """batchd: run the server, or push prompts through a batch API."""
 
 
-DataDirOpt = Annotated[
-    Optional[Path], typer.Option("--data-dir", help="Where files and the database live.")  # noqa: UP045
-]
-UpstreamOpt = Annotated[
-    Optional[str],  # noqa: UP045
-    typer.Option(help="OpenAI-compatible base URL (…/v1) that serves every model."),
-]
-UpstreamKeyOpt = Annotated[
-    Optional[str], typer.Option("--upstream-api-key", help="API key for --upstream.")  # noqa: UP045
-]
-UpstreamConcurrencyOpt = Annotated[
-    Optional[int],  # noqa: UP045
-    typer.Option(help="Most requests in flight to --upstream (across all workers)."),
-]
-ConfigOpt = Annotated[
-    Optional[Path], typer.Option("--config", help="TOML file: backends, routes, settings.")  # noqa: UP045
-]
-DatabaseOpt = Annotated[
-    Optional[str],  # noqa: UP045
-    typer.Option(help="postgresql://… or sqlite:///… (default: SQLite in the data dir)."),
-]
-StorageOpt = Annotated[
-    Optional[str],  # noqa: UP045
-    typer.Option(help="s3://bucket/prefix (AWS_* settings) or file:///path (default: data dir)."),
-]
-LogLevelOpt = Annotated[Optional[str], typer.Option(help="Logging level.")]  # noqa: UP045
-LogFormatOpt = Annotated[Optional[str], typer.Option(help="text or json.")]  # noqa: UP045
-WebhookOpt = Annotated[
-    Optional[str],  # noqa: UP045
-    typer.Option(help="URL that receives batch.* events (secret: BATCHD_WEBHOOK_SECRET)."),
-]
-
-
 # Options shared by `serve` and `worker` (same database, storage, backends and events).
 ENGINE_OPTIONS: dict[str, object] = {
-    "data_dir": DataDirOpt,
-    "upstream": UpstreamOpt,
-    "upstream_api_key": UpstreamKeyOpt,
-    "upstream_concurrency": UpstreamConcurrencyOpt,
-    "config": ConfigOpt,
-    "database_url": DatabaseOpt,
-    "storage": StorageOpt,
-    "log_level": LogLevelOpt,
-    "log_format": LogFormatOpt,
-    "webhook_url": WebhookOpt,
+    "data_dir": Annotated[
+        Optional[Path], typer.Option("--data-dir", help="Where files and the database live.")  # noqa: UP045
+    ],
+    "upstream": Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="OpenAI-compatible base URL (…/v1) that serves every model."),
+    ],
+    "upstream_api_key": Annotated[
+        Optional[str], typer.Option("--upstream-api-key", help="API key for --upstream.")  # noqa: UP045
+    ],
+    "upstream_concurrency": Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(help="Most requests in flight to --upstream (across all workers)."),
+    ],
+    "config": Annotated[
+        Optional[Path], typer.Option("--config", help="TOML file: backends, routes, settings.")  # noqa: UP045
+    ],
+    "database_url": Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="postgresql://… or sqlite:///… (default: SQLite in the data dir)."),
+    ],
+    "storage": Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            help="s3://bucket/prefix (AWS_* settings) or file:///path (default: data dir)."
+        ),
+    ],
+    "log_level": Annotated[Optional[str], typer.Option(help="Logging level.")],  # noqa: UP045
+    "log_format": Annotated[Optional[str], typer.Option(help="text or json.")],  # noqa: UP045
+    "webhook_url": Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="URL that receives batch.* events (secret: BATCHD_WEBHOOK_SECRET)."),
+    ],
 }
 
 
