@@ -143,6 +143,13 @@ class Settings(BaseSettings):
         description="With engine_process: how many engine children; they share every "
         "backend's concurrency limit. More use more cores for requests, leaving less for the API.",
     )
+    engine_nice: int = Field(
+        default=5,
+        ge=0,
+        le=19,
+        description="With engine_process: how much the engine child yields the CPU (Unix nice "
+        "increment) when it competes with the API for a core; 0: not at all.",
+    )
     engine_restart_delay: float = Field(
         default=1.0,
         gt=0,
