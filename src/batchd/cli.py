@@ -5,10 +5,12 @@ from __future__ import annotations
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
+from batchd.cli_options import with_options
+from batchd.pipeline.commands import register as register_pipeline_commands
 from batchd.settings import load_settings
 
 app = typer.Typer(
@@ -24,61 +26,69 @@ def _root() -> None:
     """batchd: run the server, or push prompts through a batch API."""
 
 
-# Options shared by `serve` and `worker` (same database, storage and backends).
-DataDirOpt = Annotated[
-    Optional[Path], typer.Option("--data-dir", help="Where files and the database live.")  # noqa: UP045
-]
-UpstreamOpt = Annotated[
-    Optional[str],  # noqa: UP045
-    typer.Option(help="OpenAI-compatible base URL (…/v1) that serves every model."),
-]
-UpstreamKeyOpt = Annotated[
-    Optional[str], typer.Option("--upstream-api-key", help="API key for --upstream.")  # noqa: UP045
-]
-UpstreamConcurrencyOpt = Annotated[
-    Optional[int],  # noqa: UP045
-    typer.Option(help="Most requests in flight to --upstream (across all workers)."),
-]
-ConfigOpt = Annotated[
-    Optional[Path], typer.Option("--config", help="TOML file: backends, routes, settings.")  # noqa: UP045
-]
-DatabaseOpt = Annotated[
-    Optional[str],  # noqa: UP045
-    typer.Option(help="postgresql://… or sqlite:///… (default: SQLite in the data dir)."),
-]
-StorageOpt = Annotated[
-    Optional[str],  # noqa: UP045
-    typer.Option(help="s3://bucket/prefix (AWS_* settings) or file:///path (default: data dir)."),
-]
-LogLevelOpt = Annotated[Optional[str], typer.Option(help="Logging level.")]  # noqa: UP045
-LogFormatOpt = Annotated[Optional[str], typer.Option(help="text or json.")]  # noqa: UP045
-WebhookOpt = Annotated[
-    Optional[str],  # noqa: UP045
-    typer.Option(help="URL that receives batch.* events (secret: BATCHD_WEBHOOK_SECRET)."),
-]
+# Options shared by `serve` and `worker` (same database, storage, backends and events).
+ENGINE_OPTIONS: dict[str, object] = {
+    "data_dir": Annotated[
+        Optional[Path], typer.Option("--data-dir", help="Where files and the database live.")  # noqa: UP045
+    ],
+    "upstream": Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="OpenAI-compatible base URL (…/v1) that serves every model."),
+    ],
+    "upstream_api_key": Annotated[
+        Optional[str], typer.Option("--upstream-api-key", help="API key for --upstream.")  # noqa: UP045
+    ],
+    "upstream_concurrency": Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(help="Most requests in flight to --upstream (across all workers)."),
+    ],
+    "config": Annotated[
+        Optional[Path], typer.Option("--config", help="TOML file: backends, routes, settings.")  # noqa: UP045
+    ],
+    "database_url": Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="postgresql://… or sqlite:///… (default: SQLite in the data dir)."),
+    ],
+    "storage": Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            help="s3://bucket/prefix (AWS_* settings) or file:///path (default: data dir)."
+        ),
+    ],
+    "log_level": Annotated[Optional[str], typer.Option(help="Logging level.")],  # noqa: UP045
+    "log_format": Annotated[Optional[str], typer.Option(help="text or json.")],  # noqa: UP045
+    "webhook_url": Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="URL that receives batch.* events (secret: BATCHD_WEBHOOK_SECRET)."),
+    ],
+}
 
 
 @app.command()
+@with_options(ENGINE_OPTIONS)
 def serve(
     host: Annotated[Optional[str], typer.Option(help="Address to bind.")] = None,  # noqa: UP045
     port: Annotated[Optional[int], typer.Option(help="Port to bind.")] = None,  # noqa: UP045
-    data_dir: DataDirOpt = None,
-    upstream: UpstreamOpt = None,
-    upstream_api_key: UpstreamKeyOpt = None,
-    upstream_concurrency: UpstreamConcurrencyOpt = None,
-    config: ConfigOpt = None,
     api_key: Annotated[
         Optional[list[str]],  # noqa: UP045
         typer.Option("--api-key", help="Accepted API key (repeatable). None: open server."),
     ] = None,
-    database_url: DatabaseOpt = None,
-    storage: StorageOpt = None,
     worker: Annotated[
         Optional[bool], typer.Option("--worker/--no-worker", help="Run batches in this process.")  # noqa: UP045
     ] = None,
-    log_level: LogLevelOpt = None,
-    log_format: LogFormatOpt = None,
-    webhook_url: WebhookOpt = None,
+    engine_process: Annotated[
+        Optional[bool],  # noqa: UP045
+        typer.Option(
+            "--engine-process/--no-engine-process",
+            help="Run batches in a child process beside the API (default), or in the API's.",
+        ),
+    ] = None,
+    engine_processes: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(help="How many engine child processes (they share each backend's limit)."),
+    ] = None,
+    *,
+    shared: dict[str, Any],
 ) -> None:
     """Run the OpenAI-compatible Files + Batches API server (with --no-worker: the API only)."""
     import uvicorn
@@ -87,20 +97,14 @@ def serve(
     from batchd.server.logs import configure_logging
 
     settings = load_settings(
-        config,
+        shared.pop("config"),
         host=host,
         port=port,
-        data_dir=data_dir,
-        upstream=upstream,
-        upstream_api_key=upstream_api_key,
-        upstream_concurrency=upstream_concurrency,
         api_keys=api_key or None,
-        database_url=database_url,
-        storage=storage,
         worker=worker,
-        log_level=log_level,
-        log_format=log_format,
-        webhook_url=webhook_url,
+        engine_process=engine_process,
+        engine_processes=engine_processes,
+        **shared,
     )
     configure_logging(settings.log_level, settings.log_format)
     # uvicorn shuts down gracefully on SIGTERM and then re-raises the signal with the
@@ -117,36 +121,15 @@ def serve(
 
 
 @app.command("worker")
-def worker_command(
-    data_dir: DataDirOpt = None,
-    upstream: UpstreamOpt = None,
-    upstream_api_key: UpstreamKeyOpt = None,
-    upstream_concurrency: UpstreamConcurrencyOpt = None,
-    config: ConfigOpt = None,
-    database_url: DatabaseOpt = None,
-    storage: StorageOpt = None,
-    log_level: LogLevelOpt = None,
-    log_format: LogFormatOpt = None,
-    webhook_url: WebhookOpt = None,
-) -> None:
+@with_options(ENGINE_OPTIONS)
+def worker_command(*, shared: dict[str, Any]) -> None:
     """Run batches without the HTTP API: claim work from the shared database and run it."""
     import asyncio
 
     from batchd.engine.standalone import run_worker
     from batchd.server.logs import configure_logging
 
-    settings = load_settings(
-        config,
-        data_dir=data_dir,
-        upstream=upstream,
-        upstream_api_key=upstream_api_key,
-        upstream_concurrency=upstream_concurrency,
-        database_url=database_url,
-        storage=storage,
-        log_level=log_level,
-        log_format=log_format,
-        webhook_url=webhook_url,
-    )
+    settings = load_settings(shared.pop("config"), **shared)
     configure_logging(settings.log_level, settings.log_format)
     # Batches this worker finishes announce themselves like those of `serve`.
     from batchd.engine.events import Observers
@@ -180,15 +163,8 @@ def demo(
     raise typer.Exit(run_demo(settings, output))
 
 
-def _register_pipeline_commands() -> None:
-    """The pipeline's commands (run, status, results, ...) live with the pipeline."""
-    try:
-        from batchd.pipeline.commands import register
-    except ImportError:
-        return
-    register(app)
-
-
 def main() -> None:
-    _register_pipeline_commands()
+    # The pipeline's commands (run, status, results, ...) live with the pipeline. An
+    # import error there is a bug to see at once, not a reason to drop the commands.
+    register_pipeline_commands(app)
     app()

@@ -139,6 +139,31 @@ class Settings(BaseSettings):
         default="NORMAL", description="SQLite synchronous mode: NORMAL (crash-safe) or FULL."
     )
     worker: bool = Field(default=True, description="Run batches in this process.")
+    engine_process: bool = Field(
+        default=True,
+        description="With the worker on: run the engine (requests, results, output files) in a "
+        "child process beside the API, so the two use two cores and the API stays responsive "
+        "under load. Off: API and engine share one process and one event loop.",
+    )
+    engine_processes: int = Field(
+        default=1,
+        ge=1,
+        description="With engine_process: how many engine children; they share every "
+        "backend's concurrency limit. More use more cores for requests, leaving less for the API.",
+    )
+    engine_nice: int = Field(
+        default=5,
+        ge=0,
+        le=19,
+        description="With engine_process: how much the engine child yields the CPU (Unix nice "
+        "increment) when it competes with the API for a core; 0: not at all.",
+    )
+    engine_restart_delay: float = Field(
+        default=1.0,
+        gt=0,
+        description="Seconds before an engine child that died is started again (doubles on "
+        "each quick death, up to 30).",
+    )
     log_level: str = Field(default="INFO", description="Logging level.")
     log_format: str = Field(default="text", description="text or json.")
     metrics_enabled: bool = Field(

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from batchd.backends.registry import build_router
@@ -73,6 +73,7 @@ async def run_worker(
     *,
     observers: Observers | None = None,
     companions: Sequence[Companion] = (),
+    on_start: Callable[[Worker], None] | None = None,
 ) -> None:
     """Run one worker until SIGTERM or SIGINT, then drain it gracefully."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -88,6 +89,8 @@ async def run_worker(
     for companion in companions:
         companion.start()
     worker.start()
+    if on_start is not None:
+        on_start(worker)
     log.info("batchd worker ready (%s)", worker.owner)
     try:
         await stop.wait()

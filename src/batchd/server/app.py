@@ -20,6 +20,7 @@ from batchd.errors import BatchdError, InvalidRequest, error_body
 from batchd.observability import HttpMetricsMiddleware, Metrics
 from batchd.observability import router as metrics_routes
 from batchd.server.auth import KeyRing
+from batchd.server.engine_process import EngineProcesses
 from batchd.server.routes import router as api_routes
 from batchd.server.state import AppState
 from batchd.server.ui import router as ui_routes
@@ -43,18 +44,22 @@ def create_app(settings: Settings) -> FastAPI:
         blobs = open_blob_store(settings.storage, settings.data_dir)
         router = build_router(settings)
         worker: Worker | None = None
-        if settings.worker:
+        engine: EngineProcesses | None = None
+        if settings.worker and settings.engine_process:
+            engine = EngineProcesses(settings, lookup=lambda b: store.get_batch(b, tenant=None))
+        elif settings.worker:
             worker = build_worker(settings, store=store, blobs=blobs, router=router)
-        # Events come from the engine: no worker here, nothing to send.
+        # Events come from the engine: no engine here, nothing to send.
         webhooks = (
             build_dispatcher(settings, on_result=metrics.webhook_result if metrics else None)
-            if worker is not None
+            if worker is not None or engine is not None
             else None
         )
-        if worker is not None:
+        engine_observers = worker.observers if worker else engine.observers if engine else None
+        if engine_observers is not None:
             for observer in (metrics, webhooks):
                 if observer is not None:
-                    worker.observers.add(observer)
+                    engine_observers.add(observer)
         if metrics is not None:
             metrics.bind_store(store.batch_gauges)
         app.state.keyring = KeyRing(settings.api_keys)
@@ -62,7 +67,9 @@ def create_app(settings: Settings) -> FastAPI:
             settings=settings,
             files=FileService(store=store, blobs=blobs, settings=settings),
             batches=BatchService(
-                store=store, settings=settings, notify=worker.wake if worker else lambda: None
+                store=store,
+                settings=settings,
+                notify=worker.wake if worker else engine.wake if engine else lambda: None,
             ),
             router=router,
             worker=worker,
@@ -81,10 +88,12 @@ def create_app(settings: Settings) -> FastAPI:
             webhooks.start()
         if worker is not None:
             worker.start()
+        if engine is not None:
+            await engine.start()
         log.info(
             "batchd ready (data dir %s, %s)",
             settings.data_dir,
-            "worker on" if worker else "API only",
+            "engine process" if engine else "worker on" if worker else "API only",
         )
         try:
             yield
@@ -92,6 +101,8 @@ def create_app(settings: Settings) -> FastAPI:
             log.info("shutting down")
             if worker is not None:
                 await worker.stop()
+            if engine is not None:
+                await engine.stop()
             if webhooks is not None:
                 await webhooks.stop()
             await router.aclose()
