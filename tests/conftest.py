@@ -4,7 +4,7 @@ cases) and real batchd processes (crash, chaos, CLI and end-to-end cases)."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import require
 from harness import BatchdProcess, StartBatchd
-from inproc import InProcessBatchd
+from inproc import InProcessBatchd, StartApi
 from upstream_server import Faults, UpstreamServer
 
 
@@ -88,10 +88,6 @@ def start_batchd(
 def batchd(start_batchd: StartBatchd, upstream: UpstreamServer) -> BatchdProcess:
     """A batchd server process routing every model to the test upstream."""
     return start_batchd(upstream=upstream.base_url)
-
-
-StartApi = Callable[..., InProcessBatchd]
-"""The ``start_api`` fixture: ``start_api(upstream=url, env={...}, api_keys=[...])``."""
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ import gc
 import logging
 import os
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -194,3 +194,7 @@ class InProcessBatchd:
         resp = self.transport.request(method, path, content=body, headers=hdrs)
         return resp.status_code, resp.headers, resp.content
 
+
+
+StartApi = Callable[..., InProcessBatchd]
+"""The ``start_api`` fixture: ``start_api(upstream=url, env={...}, api_keys=[...])``."""
