@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from harness import (
     wait_batch,
     wait_for,
 )
+from inproc import StartApi
 from upstream_server import Faults, UpstreamServer
 
 
@@ -205,12 +207,34 @@ def test_every_endpoint_passes_through(
             assert f"echo: text {i}" in text
 
 
-def test_moderations_without_model(batchd: BatchdProcess, upstream: UpstreamServer) -> None:
+def test_moderations_without_model(
+    start_api: StartApi, upstream: UpstreamServer, tmp_path: Path
+) -> None:
+    """A moderation line may leave out the model (as OpenAI allows): it is routed as
+    omni-moderation-latest, the default. Only that name routes anywhere here, and the
+    upstream answers with whatever model it was sent, inventing none."""
+    config = tmp_path / "batchd.toml"
+    config.write_text(
+        f"""
+[[backends]]
+name = "moderator"
+base_url = "{upstream.base_url}"
+models = ["omni-moderation-latest"]
+"""
+    )
+    server = start_api(config=config)
     lines = [
         {"custom_id": "m1", "method": "POST", "url": "/v1/moderations", "body": {"input": "hi"}}
     ]
-    b = run_batch(batchd.client, lines, endpoint="/v1/moderations")
-    assert b.status == "completed" and b.request_counts.completed == 1
+    b = run_batch(server.client, lines, endpoint="/v1/moderations")
+    assert b.status == "completed" and b.request_counts.completed == 1, b
+    assert b.model == "omni-moderation-latest"
+    [sent] = upstream.stats.bodies["/v1/moderations"]
+    assert sent["input"] == "hi"
+    assert sent.get("model") in (None, "omni-moderation-latest")
+    [line] = results(server.client, b)[0]
+    assert line["response"]["body"]["model"] == sent.get("model")
+    assert line["response"]["body"]["results"][0]["flagged"] is False
 
 
 def test_usage_is_summed(batchd: BatchdProcess) -> None:
