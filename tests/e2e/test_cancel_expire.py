@@ -1,4 +1,9 @@
-"""Stopping a batch early: cancel (``cancelling`` -> ``cancelled``) and window expiry."""
+"""Stopping a batch early: cancel (``cancelling`` -> ``cancelled``) and window expiry.
+
+A cancel on a server without a worker, seen by the worker of a restarted process, runs
+through real ``batchd serve`` processes; the rest against the app in this process
+(tests/inproc.py).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from harness import (
     wait_batch,
     wait_for,
 )
+from inproc import StartApi
 from upstream_server import Faults, UpstreamServer
 
 N = 40
@@ -38,10 +44,10 @@ def _check_partial(client: Any, b: Any, code: str) -> tuple[set[str], set[str]]:
 
 
 def test_cancel_delivers_finished_results(
-    start_batchd: StartBatchd, upstream: UpstreamServer
+    start_api: StartApi, upstream: UpstreamServer
 ) -> None:
     upstream.reset(Faults(delay=0.3))
-    server = start_batchd(
+    server = start_api(
         upstream=upstream.base_url,
         env={"BATCHD_UPSTREAM_CONCURRENCY": "2", "BATCHD_CANCEL_GRACE": "5"},
     )
@@ -94,10 +100,10 @@ def test_cancel_while_validating(start_batchd: StartBatchd, upstream: UpstreamSe
 
 
 def test_expiry_delivers_partial_results(
-    start_batchd: StartBatchd, upstream: UpstreamServer
+    start_api: StartApi, upstream: UpstreamServer
 ) -> None:
     upstream.reset(Faults(delay=0.4))
-    server = start_batchd(
+    server = start_api(
         upstream=upstream.base_url,
         env={
             "BATCHD_COMPLETION_WINDOWS": "24h,2s",
