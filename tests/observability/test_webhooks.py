@@ -1,4 +1,9 @@
-"""Webhooks from a real server to a real receiver: signed events, retries, dead receivers."""
+"""Webhooks from batchd to a real receiver: signed events, retries, dead receivers.
+
+Every terminal status and a stuck receiver at shutdown go through real ``batchd
+serve`` processes; retries and a dead receiver run against the app in this process
+(tests/inproc.py), whose dispatcher posts to the receiver over real HTTP.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from harness import (
     wait_batch,
     wait_for,
 )
+from inproc import StartApi
 from observability.prom import scrape, value
 from observability.receiver import Delivery, Receiver
 from upstream_server import Faults, UpstreamServer
@@ -100,11 +106,11 @@ def test_signed_events_for_every_terminal_status(
 
 
 def test_a_receiver_failing_twice_gets_the_event_on_the_third_try(
-    start_batchd: StartBatchd, upstream: UpstreamServer
+    start_api: StartApi, upstream: UpstreamServer
 ) -> None:
     receiver = Receiver(fail_first=2).start()
     try:
-        server = start_batchd(upstream=upstream.base_url, env=webhook_env(receiver.url))
+        server = start_api(upstream=upstream.base_url, env=webhook_env(receiver.url))
         b = run_batch(server.client, [chat_line(i) for i in range(3)])
         assert b.status == "completed"
         [ok] = receiver.wait_events(1)
@@ -123,10 +129,10 @@ def test_a_receiver_failing_twice_gets_the_event_on_the_third_try(
 
 
 def test_a_dead_receiver_never_fails_a_batch(
-    start_batchd: StartBatchd, upstream: UpstreamServer
+    start_api: StartApi, upstream: UpstreamServer
 ) -> None:
     nobody = f"http://127.0.0.1:{free_port()}/hooks"  # nothing listens there
-    server = start_batchd(
+    server = start_api(
         upstream=upstream.base_url, env=webhook_env(nobody, BATCHD_WEBHOOK_MAX_ATTEMPTS="3")
     )
     for n in range(3):
