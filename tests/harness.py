@@ -168,9 +168,12 @@ class BatchdProcess:
         *,
         body: bytes | None = None,
         headers: Mapping[str, str] | None = None,
+        auth: bool = True,
     ) -> tuple[int, dict[str, str], bytes]:
-        """A raw HTTP request (``path`` from the root, e.g. ``/v1/files``)."""
-        hdrs = {"Authorization": f"Bearer {self.api_key}", **(headers or {})}
+        """A raw HTTP request (``path`` from the root, e.g. ``/v1/files``); ``auth=False``
+        sends no Authorization header at all."""
+        hdrs = {"Authorization": f"Bearer {self.api_key}"} if auth else {}
+        hdrs.update(headers or {})
         req = urllib.request.Request(self.root_url + path, data=body, method=method, headers=hdrs)
         try:
             with urllib.request.urlopen(req, timeout=30) as resp:

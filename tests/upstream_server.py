@@ -13,8 +13,10 @@ answer echoes the request), over real HTTP. Faults are set on :class:`Faults`:
 - ``reject_marker``: requests whose text contains it get a 400 (never retried);
 - ``delay``: seconds every answer waits (slow upstream).
 
-Every request is counted per distinct text (``seen``), so tests can prove a
-line was sent exactly once. Run standalone: ``python tests/upstream_server.py --port 9000``.
+Every request is counted per distinct text (``attempts``), so tests can prove a
+line was sent exactly once, and kept as received (``bodies``). Answers name the
+model the request named (``null`` when it named none), never a default of their own.
+Run standalone: ``python tests/upstream_server.py --port 9000``.
 """
 
 from __future__ import annotations
@@ -68,6 +70,10 @@ class Stats:
     """Requests per URL path."""
     auth: collections.Counter[str] = field(default_factory=collections.Counter)
     """``Authorization`` headers seen (``""`` when absent)."""
+    bodies: dict[str, list[dict[str, Any]]] = field(
+        default_factory=lambda: collections.defaultdict(list)
+    )
+    """Request bodies as received, per URL path."""
 
 
 def _text_of(body: dict[str, Any]) -> str:
@@ -83,7 +89,9 @@ def _text_of(body: dict[str, Any]) -> str:
 def _answer(
     path: str, body: dict[str, Any], text: str, faults: Faults | None = None
 ) -> dict[str, Any]:
-    model = body.get("model", "test-model")
+    # The model the request named, as sent: never one made up here, so a test sees
+    # whether batchd sent one at all.
+    model = body.get("model")
     words = max(1, len(text.split()))
     now = int(time.time())
     if path.endswith("/chat/completions"):
@@ -226,6 +234,7 @@ class UpstreamServer:
             stats.times[text].append(time.monotonic())
             stats.paths[request.path] += 1
             stats.auth[request.headers.get("Authorization", "")] += 1
+            stats.bodies[request.path].append(body)
             attempt = stats.attempts[text]
             roll = self._rng.random()
             kind = self._rng.choice(f.error_kinds) if f.error_kinds else "500"

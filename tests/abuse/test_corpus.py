@@ -2,7 +2,8 @@
 
 Every malformed file uploads and ends as the batch status and error codes its
 entry names; every refused upload or create call gets its HTTP status and error
-code; and no request of the whole run is answered with a 5xx.
+code; and no request of the whole run is answered with a 5xx. Against the app in this
+process (tests/inproc.py), where an unhandled error also raises in the test itself.
 """
 
 from __future__ import annotations
@@ -27,11 +28,12 @@ from abuse.corpus import (
     UploadCase,
     create_cases,
 )
-from harness import TERMINAL, BatchdProcess, upload, wait_for
+from harness import TERMINAL, upload, wait_for
+from inproc import InProcessBatchd
 from upstream_server import UpstreamServer
 
 
-def assert_no_5xx(server: BatchdProcess) -> None:
+def assert_no_5xx(server: InProcessBatchd) -> None:
     """From the server's own count of answers by status (``/metrics``)."""
     status, _, raw = server.http("GET", "/metrics")
     assert status == 200
@@ -62,8 +64,8 @@ def multipart(fields: dict[str, str], files: list[tuple[str, bytes]]) -> tuple[s
 @pytest.fixture(scope="module")
 def server(
     tmp_path_factory: pytest.TempPathFactory, upstream_server: UpstreamServer
-) -> Iterator[BatchdProcess]:
-    proc = BatchdProcess(
+) -> Iterator[InProcessBatchd]:
+    proc = InProcessBatchd(
         tmp_path_factory.mktemp("abuse") / "data",
         upstream=upstream_server.base_url,
         env={
@@ -80,7 +82,7 @@ def server(
 
 
 @pytest.fixture(scope="module")
-def finished(server: BatchdProcess) -> dict[str, Any]:
+def finished(server: InProcessBatchd) -> dict[str, Any]:
     """Every file case uploaded and run at once; the finished batches by case name."""
     c = server.client
     batches = {}
@@ -106,7 +108,7 @@ def test_corpus_is_big_enough() -> None:
 
 
 @pytest.mark.parametrize("case", FILE_CASES, ids=lambda c: c.name)
-def test_malformed_file(case: FileCase, server: BatchdProcess, finished: dict[str, Any]) -> None:
+def test_malformed_file(case: FileCase, server: InProcessBatchd, finished: dict[str, Any]) -> None:
     b = finished[case.name]
     assert b.status == case.status, (b.status, b.errors)
     if case.status == "failed":
@@ -128,7 +130,7 @@ def test_malformed_file(case: FileCase, server: BatchdProcess, finished: dict[st
 
 
 @pytest.mark.parametrize("case", UPLOAD_CASES, ids=lambda c: c.name)
-def test_bad_upload(case: UploadCase, server: BatchdProcess) -> None:
+def test_bad_upload(case: UploadCase, server: InProcessBatchd) -> None:
     if case.raw is not None:
         ctype, body = case.content_type or "", case.raw
     else:
@@ -150,7 +152,7 @@ def _create_cases() -> list[CreateCase]:
 
 
 @pytest.mark.parametrize("case", _create_cases(), ids=lambda c: c.name)
-def test_bad_batch_create(case: CreateCase, server: BatchdProcess) -> None:
+def test_bad_batch_create(case: CreateCase, server: InProcessBatchd) -> None:
     real = upload(
         server.client,
         b'{"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":{"model":"m"}}\n',

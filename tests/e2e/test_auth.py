@@ -1,4 +1,8 @@
-"""API keys: 401s in OpenAI's shape, and each key a tenant of its own."""
+"""API keys: 401s in OpenAI's shape, and each key a tenant of its own.
+
+The ``--api-key`` flags are checked through a real ``batchd serve`` process; the
+rest runs against the app in this process (tests/inproc.py), through the same SDK.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +11,29 @@ import json
 import openai
 import pytest
 
-from harness import BatchdProcess, StartBatchd, chat_line, create_batch, upload, wait_batch
+from harness import StartBatchd, chat_line, create_batch, upload, wait_batch
+from inproc import InProcessBatchd, StartApi
 from upstream_server import UpstreamServer
 
 
 @pytest.fixture
-def secured(start_batchd: StartBatchd, upstream: UpstreamServer) -> BatchdProcess:
-    return start_batchd(
+def secured(start_api: StartApi, upstream: UpstreamServer) -> InProcessBatchd:
+    return start_api(upstream=upstream.base_url, api_keys=["k1", "k2"], api_key="k1")
+
+
+def test_api_key_flags(start_batchd: StartBatchd, upstream: UpstreamServer) -> None:
+    server = start_batchd(
         upstream=upstream.base_url, args=["--api-key", "k1", "--api-key", "k2"], api_key="k1"
     )
+    assert server.client.files.list().data == []
+    assert server.make_client(api_key="k2").batches.list().data == []
+    with pytest.raises(openai.AuthenticationError):
+        server.make_client(api_key="k3").files.list()
+    status, _, body = server.http("GET", "/v1/batches", headers={"Authorization": ""})
+    assert status == 401 and json.loads(body)["error"]["type"] == "invalid_request_error"
 
 
-def test_missing_or_wrong_key_is_401(secured: BatchdProcess) -> None:
+def test_missing_or_wrong_key_is_401(secured: InProcessBatchd) -> None:
     for headers in (
         {"Authorization": ""},
         {"Authorization": "Bearer nope"},
@@ -48,7 +63,7 @@ def test_missing_or_wrong_key_is_401(secured: BatchdProcess) -> None:
     assert secured.http("GET", "/health", headers={"Authorization": ""})[0] == 200
 
 
-def test_each_key_sees_only_its_own(secured: BatchdProcess) -> None:
+def test_each_key_sees_only_its_own(secured: InProcessBatchd) -> None:
     one = secured.make_client(api_key="k1")
     two = secured.make_client(api_key="k2")
     f1 = upload(one, [chat_line(i) for i in range(3)])
@@ -84,8 +99,8 @@ def test_each_key_sees_only_its_own(secured: BatchdProcess) -> None:
     assert one.batches.retrieve(b1.id).status == "completed"
 
 
-def test_api_keys_from_environment(start_batchd: StartBatchd, upstream: UpstreamServer) -> None:
-    server = start_batchd(
+def test_api_keys_from_environment(start_api: StartApi, upstream: UpstreamServer) -> None:
+    server = start_api(
         upstream=upstream.base_url, env={"BATCHD_API_KEYS": "alpha, beta"}, api_key="beta"
     )
     assert server.client.files.list().data == []

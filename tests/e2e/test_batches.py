@@ -1,4 +1,8 @@
-"""The Batches API: create, retrieve, list, the Batch object's fields, output lines."""
+"""The Batches API: create, retrieve, list, the Batch object's fields, output lines.
+
+The whole lifecycle runs against a real server process; the other cases against the
+app in this process (tests/inproc.py), through the same SDK.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from harness import (
     upload,
     wait_batch,
 )
+from inproc import InProcessBatchd
 from upstream_server import UpstreamServer
 
 
@@ -75,8 +80,8 @@ def test_batch_lifecycle_and_fields(batchd: BatchdProcess, upstream: UpstreamSer
     assert openai.types.Batch.model_validate(b.model_dump()).id == b.id
 
 
-def test_list_batches_pagination(batchd: BatchdProcess) -> None:
-    c = batchd.client
+def test_list_batches_pagination(api: InProcessBatchd) -> None:
+    c = api.client
     f = upload(c, [chat_line(1)])
     ids = [
         c.batches.create(
@@ -95,17 +100,17 @@ def test_list_batches_pagination(batchd: BatchdProcess) -> None:
     assert [b.id for b in c.batches.list(limit=2)] == newest_first  # auto-pagination
     assert [b.id for b in c.batches.list().data] == newest_first  # default limit 20
 
-    status, _, body = batchd.http("GET", "/v1/batches?limit=3")
+    status, _, body = api.http("GET", "/v1/batches?limit=3")
     doc = json.loads(body)
     assert status == 200 and doc["object"] == "list"
     assert doc["first_id"] == newest_first[0] and doc["last_id"] == newest_first[2]
     assert doc["has_more"] is True
-    status, _, body = batchd.http("GET", f"/v1/batches?limit=3&after={newest_first[2]}")
+    status, _, body = api.http("GET", f"/v1/batches?limit=3&after={newest_first[2]}")
     doc = json.loads(body)
     assert [b["id"] for b in doc["data"]] == newest_first[3:]
     assert doc["has_more"] is False
     for bad in ("0", "101"):
-        status, _, body = batchd.http("GET", f"/v1/batches?limit={bad}")
+        status, _, body = api.http("GET", f"/v1/batches?limit={bad}")
         assert status == 400 and json.loads(body)["error"]["param"] == "limit"
 
 
@@ -120,8 +125,8 @@ def test_list_batches_pagination(batchd: BatchdProcess) -> None:
         ({"k": "v" * 513}, False),
     ],
 )
-def test_metadata_limits(batchd: BatchdProcess, metadata: dict[str, str], ok: bool) -> None:
-    c = batchd.client
+def test_metadata_limits(api: InProcessBatchd, metadata: dict[str, str], ok: bool) -> None:
+    c = api.client
     f = upload(c, [chat_line(1)])
 
     def create() -> object:
@@ -142,16 +147,16 @@ def test_metadata_limits(batchd: BatchdProcess, metadata: dict[str, str], ok: bo
         assert c.batches.list().data == []
 
 
-def test_unknown_batch_is_404(batchd: BatchdProcess) -> None:
+def test_unknown_batch_is_404(api: InProcessBatchd) -> None:
     for bad in ("batch_doesnotexist1234", "nope", "batch_../../x"):
         with pytest.raises(openai.NotFoundError):
-            batchd.client.batches.retrieve(bad)
+            api.client.batches.retrieve(bad)
         with pytest.raises(openai.NotFoundError):
-            batchd.client.batches.cancel(bad)
+            api.client.batches.cancel(bad)
 
 
-def test_output_expires_after(batchd: BatchdProcess) -> None:
-    c = batchd.client
+def test_output_expires_after(api: InProcessBatchd) -> None:
+    c = api.client
     f = upload(c, [chat_line(1)])
     b = c.batches.create(
         input_file_id=f.id,
@@ -164,8 +169,8 @@ def test_output_expires_after(batchd: BatchdProcess) -> None:
     assert out.expires_at == out.created_at + 3600
 
 
-def test_cancel_finished_batch_is_refused(batchd: BatchdProcess) -> None:
-    c = batchd.client
+def test_cancel_finished_batch_is_refused(api: InProcessBatchd) -> None:
+    c = api.client
     b = wait_batch(c, create_batch(c, [chat_line(1)]).id)
     assert b.status == "completed"
     with pytest.raises(openai.APIStatusError) as err:
@@ -175,12 +180,12 @@ def test_cancel_finished_batch_is_refused(batchd: BatchdProcess) -> None:
 
 
 def test_input_file_can_be_deleted_while_batch_runs(
-    batchd: BatchdProcess, upstream: UpstreamServer
+    api: InProcessBatchd, upstream: UpstreamServer
 ) -> None:
     from upstream_server import Faults
 
     upstream.reset(Faults(delay=0.05))
-    c = batchd.client
+    c = api.client
     b = create_batch(c, [chat_line(i) for i in range(40)])
     c.files.delete(b.input_file_id)
     b = wait_batch(c, b.id)

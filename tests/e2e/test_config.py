@@ -1,4 +1,9 @@
-"""Configuration: the CLI's flags, a TOML file with [[backends]], routing and /v1/models."""
+"""Configuration: the CLI's flags, a TOML file with [[backends]], routing and /v1/models.
+
+The console script, its flags and ``--config`` are checked through real ``batchd
+serve`` processes; routing and precedence run against the app in this process
+(tests/inproc.py), with settings loaded by the same ``load_settings``.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import openai
 import pytest
 
 from harness import StartBatchd, by_custom_id, chat_line, results, run_batch
+from inproc import StartApi
 from upstream_server import Faults, UpstreamServer
 
 
@@ -46,7 +52,7 @@ def test_cli_entry_point_and_flags(
 
 
 def test_toml_backends_route_models(
-    start_batchd: StartBatchd,
+    start_api: StartApi,
     upstream: UpstreamServer,
     upstream_b: UpstreamServer,
     tmp_path: Path,
@@ -72,7 +78,7 @@ models = ["fam-*", "model-b"]
 concurrency = 2
 """,
     )
-    server = start_batchd(args=["--config", str(config)], env={"ALPHA_KEY": "sk-alpha"})
+    server = start_api(config=config, env={"ALPHA_KEY": "sk-alpha"})
     c = server.client
     models = {m.id: m.owned_by for m in c.models.list().data}
     assert models == {"model-a": "alpha", "model-b": "beta"}
@@ -103,7 +109,7 @@ concurrency = 2
 
 
 def test_wildcard_route_lists_upstream_models(
-    start_batchd: StartBatchd,
+    start_api: StartApi,
     upstream: UpstreamServer,
     upstream_b: UpstreamServer,
     tmp_path: Path,
@@ -122,7 +128,7 @@ base_url = "{upstream.base_url}"
 models = ["*"]
 """,
     )
-    server = start_batchd(args=["--config", str(config)])
+    server = start_api(config=config)
     c = server.client
     models = {m.id: m.owned_by for m in c.models.list().data}
     # "test-model" is what the wildcard backend's own /v1/models reports.
@@ -133,13 +139,11 @@ models = ["*"]
 
 
 def test_flags_and_env_override_the_file(
-    start_batchd: StartBatchd, upstream: UpstreamServer, tmp_path: Path
+    start_api: StartApi, upstream: UpstreamServer, tmp_path: Path
 ) -> None:
     config = write_config(tmp_path / "batchd.toml", "max_tasks_per_batch = 1\n")
-    server = start_batchd(
-        upstream=upstream.base_url,
-        args=["--config", str(config)],
-        env={"BATCHD_MAX_TASKS_PER_BATCH": "3"},
+    server = start_api(
+        upstream=upstream.base_url, config=config, env={"BATCHD_MAX_TASKS_PER_BATCH": "3"}
     )
     b = run_batch(server.client, [chat_line(i) for i in range(3)])
     assert b.status == "completed"
@@ -158,8 +162,8 @@ def test_config_file_settings_apply(
     assert b.errors is not None and b.errors.data[0].code == "too_many_tasks"
 
 
-def test_no_backend_at_all(start_batchd: StartBatchd) -> None:
-    server = start_batchd()
+def test_no_backend_at_all(start_api: StartApi) -> None:
+    server = start_api()
     c = server.client
     assert c.models.list().data == []
     b = run_batch(c, [chat_line(1)])

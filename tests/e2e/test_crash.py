@@ -124,14 +124,14 @@ def test_sigterm_is_graceful_and_the_batch_resumes(
     rc = server.terminate(timeout=15)
     took = time.monotonic() - t0
     assert took < 10, f"shutdown took {took:.1f}s"
-    sent_at_stop = upstream.stats.total
-    assert sent_at_stop < n
-    # Nothing more is sent once the process is gone.
-    time.sleep(0.3)
-    assert upstream.stats.total == sent_at_stop
+    # It stopped sending new requests rather than draining the batch...
+    assert upstream.stats.total < n
     assert rc in (0, -15), f"exit status {rc} after SIGTERM"
     server.restart()
-    _check_exactly_once(server, b.id, n, upstream, CONCURRENCY)
+    # ...and let the requests in flight finish and recorded their answers before it
+    # exited: after the restart not one request is sent a second time (a SIGKILL may
+    # re-send up to CONCURRENCY; a graceful stop re-sends none).
+    _check_exactly_once(server, b.id, n, upstream, 0)
 
 
 def test_sigterm_exits_zero(start_batchd: StartBatchd, upstream: UpstreamServer) -> None:

@@ -1,4 +1,8 @@
-"""The Files API through the official SDK: upload, retrieve, list, content, delete, limits."""
+"""The Files API through the official SDK: upload, retrieve, list, content, delete, limits.
+
+The first case runs against a real server process; the rest against the app in this
+process (tests/inproc.py), through the same SDK.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ import openai
 import pytest
 
 from harness import BatchdProcess, chat_line, to_jsonl, upload
+from inproc import InProcessBatchd, StartApi
+from upstream_server import UpstreamServer
 
 THIRTY_DAYS = 30 * 24 * 3600
 
@@ -28,8 +34,8 @@ def test_upload_and_retrieve(batchd: BatchdProcess) -> None:
     assert batchd.client.files.content(f.id).content == data
 
 
-def test_expires_after(batchd: BatchdProcess) -> None:
-    c = batchd.client
+def test_expires_after(api: InProcessBatchd) -> None:
+    c = api.client
     f = c.files.create(
         file=("a.jsonl", b"{}\n"),
         purpose="batch",
@@ -47,8 +53,8 @@ def test_expires_after(batchd: BatchdProcess) -> None:
     assert other.purpose == "user_data"
 
 
-def test_list_order_limit_after_purpose(batchd: BatchdProcess) -> None:
-    c = batchd.client
+def test_list_order_limit_after_purpose(api: InProcessBatchd) -> None:
+    c = api.client
     ids = []
     for i in range(5):
         purpose = "batch" if i % 2 == 0 else "user_data"
@@ -73,7 +79,7 @@ def test_list_order_limit_after_purpose(batchd: BatchdProcess) -> None:
     assert [f.id for f in c.files.list(purpose="batch", order="asc").data] == ids[0::2]
     assert [f.id for f in c.files.list(purpose="user_data", order="asc").data] == ids[1::2]
 
-    status, _, body = batchd.http("GET", "/v1/files?limit=2&order=desc")
+    status, _, body = api.http("GET", "/v1/files?limit=2&order=desc")
     assert status == 200
     import json
 
@@ -83,8 +89,8 @@ def test_list_order_limit_after_purpose(batchd: BatchdProcess) -> None:
     assert doc["has_more"] is True
 
 
-def test_delete(batchd: BatchdProcess) -> None:
-    c = batchd.client
+def test_delete(api: InProcessBatchd) -> None:
+    c = api.client
     f = upload(c, [chat_line(1)])
     keep = upload(c, [chat_line(2)])
     deleted = c.files.delete(f.id)
@@ -96,19 +102,19 @@ def test_delete(batchd: BatchdProcess) -> None:
     with pytest.raises(openai.NotFoundError):
         c.files.delete(f.id)
     assert [x.id for x in c.files.list().data] == [keep.id]
-    assert not (batchd.data_dir / "files" / f.id).exists()
+    assert not (api.data_dir / "files" / f.id).exists()
 
 
 @pytest.mark.parametrize("bad_id", ["file-doesnotexist123", "../../etc/passwd", "x"])
-def test_unknown_file_is_404(batchd: BatchdProcess, bad_id: str) -> None:
+def test_unknown_file_is_404(api: InProcessBatchd, bad_id: str) -> None:
     with pytest.raises(openai.NotFoundError):
-        batchd.client.files.retrieve(bad_id)
+        api.client.files.retrieve(bad_id)
     with pytest.raises(openai.NotFoundError):
-        batchd.client.files.content(bad_id)
+        api.client.files.content(bad_id)
 
 
-def test_upload_limits(start_batchd, upstream) -> None:  # type: ignore[no-untyped-def]
-    server = start_batchd(
+def test_upload_limits(start_api: StartApi, upstream: UpstreamServer) -> None:
+    server = start_api(
         upstream=upstream.base_url,
         env={"BATCHD_MAX_BATCH_FILE_BYTES": "1000", "BATCHD_MAX_FILE_BYTES": "4000"},
     )
@@ -148,13 +154,13 @@ def test_upload_limits(start_batchd, upstream) -> None:  # type: ignore[no-untyp
     assert list((server.data_dir / "tmp").iterdir()) == []
 
 
-def test_upload_rejects_bad_requests(batchd: BatchdProcess) -> None:
-    c = batchd.client
+def test_upload_rejects_bad_requests(api: InProcessBatchd) -> None:
+    c = api.client
     with pytest.raises(openai.BadRequestError):
         c.files.create(file=("in.txt", b"{}\n"), purpose="batch")  # batch inputs are .jsonl
     with pytest.raises(openai.BadRequestError):
         c.files.create(file=("in.jsonl", b"{}\n"), purpose="nonsense")  # type: ignore[arg-type]
-    status, _, body = batchd.http(
+    status, _, body = api.http(
         "POST", "/v1/files", body=b"purpose=batch", headers={"Content-Type": "text/plain"}
     )
     assert status == 400 and b'"error"' in body

@@ -1,7 +1,8 @@
 """The ``validating`` phase, one test per error code, plus create-time refusals.
 
 A file with bad lines is accepted by ``POST /v1/batches``; the batch then ends
-``failed`` with ``errors.data`` entries ``{code, line, param, message}``.
+``failed`` with ``errors.data`` entries ``{code, line, param, message}``. Against the
+app in this process (tests/inproc.py), through the official SDK.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from typing import Any
 import openai
 import pytest
 
-from harness import BatchdProcess, chat_line, create_batch, results, upload, wait_batch
+from harness import chat_line, create_batch, results, upload, wait_batch
+from inproc import InProcessBatchd, StartApi
+from upstream_server import UpstreamServer
 
 MAX_TASKS = 5
 MAX_ERRORS = 3
@@ -21,9 +24,9 @@ MAX_ERRORS = 3
 
 @pytest.fixture(scope="module")
 def server(
-    tmp_path_factory: pytest.TempPathFactory, upstream_server: Any
-) -> Iterator[BatchdProcess]:
-    proc = BatchdProcess(
+    tmp_path_factory: pytest.TempPathFactory, upstream_server: UpstreamServer
+) -> Iterator[InProcessBatchd]:
+    app = InProcessBatchd(
         tmp_path_factory.mktemp("validation") / "data",
         upstream=upstream_server.base_url,
         env={
@@ -31,11 +34,11 @@ def server(
             "BATCHD_MAX_VALIDATION_ERRORS": str(MAX_ERRORS),
         },
     ).start()
-    yield proc
-    proc.stop()
+    yield app
+    app.stop()
 
 
-def failed_errors(server: BatchdProcess, lines: Any, **kwargs: Any) -> list[dict[str, Any]]:
+def failed_errors(server: InProcessBatchd, lines: Any, **kwargs: Any) -> list[dict[str, Any]]:
     """Run a batch that must fail validation; its error entries."""
     c = server.client
     b = wait_batch(c, create_batch(c, lines, **kwargs).id)
@@ -60,7 +63,7 @@ def good(i: int) -> dict[str, Any]:
     return chat_line(i)
 
 
-def test_invalid_json_line(server: BatchdProcess) -> None:
+def test_invalid_json_line(server: InProcessBatchd) -> None:
     entries = failed_errors(server, [good(1), "{not json", "[1, 2]", '"a string"', good(5)])
     assert [(e["code"], e["line"], e["param"]) for e in entries] == [
         ("invalid_json_line", 2, None),
@@ -70,7 +73,7 @@ def test_invalid_json_line(server: BatchdProcess) -> None:
 
 
 @pytest.mark.parametrize("param", ["custom_id", "method", "url", "body", "body.model"])
-def test_missing_required_parameter(server: BatchdProcess, param: str) -> None:
+def test_missing_required_parameter(server: InProcessBatchd, param: str) -> None:
     bad = good(2)
     if param == "body.model":
         del bad["body"]["model"]
@@ -84,7 +87,7 @@ def test_missing_required_parameter(server: BatchdProcess, param: str) -> None:
     ("param", "value"),
     [("custom_id", 7), ("method", ["POST"]), ("url", 1), ("body", "x"), ("body.model", 3)],
 )
-def test_invalid_type(server: BatchdProcess, param: str, value: Any) -> None:
+def test_invalid_type(server: InProcessBatchd, param: str, value: Any) -> None:
     bad = good(1)
     if param == "body.model":
         bad["body"]["model"] = value
@@ -102,7 +105,7 @@ def test_invalid_type(server: BatchdProcess, param: str, value: Any) -> None:
         ("custom_id", {"custom_id": ""}),
     ],
 )
-def test_invalid_value(server: BatchdProcess, param: str, change: dict[str, Any]) -> None:
+def test_invalid_value(server: InProcessBatchd, param: str, change: dict[str, Any]) -> None:
     e = only(failed_errors(server, [good(1), good(2), {**good(3), **change}]))
     assert (e["code"], e["line"], e["param"]) == ("invalid_value", 3, param)
 
@@ -116,29 +119,29 @@ def test_invalid_value(server: BatchdProcess, param: str, change: dict[str, Any]
         "/v1/chat/completions/../../admin",
     ],
 )
-def test_url_mismatch(server: BatchdProcess, url: str) -> None:
+def test_url_mismatch(server: InProcessBatchd, url: str) -> None:
     e = only(failed_errors(server, [good(1), {**good(2), "url": url}]))
     assert (e["code"], e["line"], e["param"]) == ("url_mismatch", 2, "url")
 
 
-def test_model_mismatch(server: BatchdProcess) -> None:
+def test_model_mismatch(server: InProcessBatchd) -> None:
     e = only(failed_errors(server, [good(1), chat_line(2, model="other-model")]))
     assert (e["code"], e["line"], e["param"]) == ("model_mismatch", 2, "body.model")
 
 
-def test_duplicate_custom_id(server: BatchdProcess) -> None:
+def test_duplicate_custom_id(server: InProcessBatchd) -> None:
     e = only(failed_errors(server, [good(1), good(2), good(1)]))
     assert (e["code"], e["line"], e["param"]) == ("duplicate_custom_id", 3, "custom_id")
 
 
 @pytest.mark.parametrize("content", [b"", b"\n\n  \n", b"\r\n"])
-def test_empty_file(server: BatchdProcess, content: bytes) -> None:
+def test_empty_file(server: InProcessBatchd, content: bytes) -> None:
     e = only(failed_errors(server, content))
     assert e["code"] == "empty_file"
     assert e["line"] is None
 
 
-def test_too_many_tasks(server: BatchdProcess) -> None:
+def test_too_many_tasks(server: InProcessBatchd) -> None:
     c = server.client
     ok = wait_batch(c, create_batch(c, [good(i) for i in range(MAX_TASKS)]).id)
     assert ok.status == "completed"  # exactly at the limit is fine
@@ -147,7 +150,7 @@ def test_too_many_tasks(server: BatchdProcess) -> None:
     assert e["line"] is None
 
 
-def test_too_many_errors(server: BatchdProcess) -> None:
+def test_too_many_errors(server: InProcessBatchd) -> None:
     lines = [good(1), "{bad", "{bad", "{bad", "{bad"]
     entries = failed_errors(server, lines)
     assert [(e["code"], e["line"]) for e in entries] == [
@@ -159,9 +162,9 @@ def test_too_many_errors(server: BatchdProcess) -> None:
     assert entries[-1]["message"].startswith("1 more")
 
 
-def test_line_too_long(start_batchd: Any, upstream: Any) -> None:
+def test_line_too_long(start_api: StartApi, upstream: UpstreamServer) -> None:
     """A line longer than the largest accepted line (the batch file limit)."""
-    server = start_batchd(upstream=upstream.base_url)
+    server = start_api(upstream=upstream.base_url)
     long_line = chat_line(2, text="x" * 3000)
     f = upload(server.client, [good(1), long_line, good(3)])
     server.terminate()
@@ -177,7 +180,7 @@ def test_line_too_long(start_batchd: Any, upstream: Any) -> None:
     assert [(e.code, e.line) for e in b.errors.data] == [("line_too_long", 2)]
 
 
-def test_blank_lines_crlf_and_bom_are_fine(server: BatchdProcess) -> None:
+def test_blank_lines_crlf_and_bom_are_fine(server: InProcessBatchd) -> None:
     c = server.client
     body = b"\xef\xbb\xbf" + json.dumps(good(1)).encode() + b"\r\n\r\n"
     body += json.dumps(good(2)).encode() + b"\r\n   \n" + json.dumps(good(3)).encode()  # no EOL
@@ -189,13 +192,13 @@ def test_blank_lines_crlf_and_bom_are_fine(server: BatchdProcess) -> None:
     assert err == []
 
 
-def test_line_numbers_count_blank_lines(server: BatchdProcess) -> None:
+def test_line_numbers_count_blank_lines(server: InProcessBatchd) -> None:
     body = json.dumps(good(1)).encode() + b"\n\n\n{oops\n"
     e = only(failed_errors(server, body))
     assert (e["code"], e["line"]) == ("invalid_json_line", 4)
 
 
-def test_errors_on_many_lines_are_all_reported(server: BatchdProcess) -> None:
+def test_errors_on_many_lines_are_all_reported(server: InProcessBatchd) -> None:
     lines = [good(1), {**good(2), "method": "PUT"}, chat_line(3, model="m2")]
     entries = failed_errors(server, lines)
     assert [(e["code"], e["line"]) for e in entries] == [
@@ -207,7 +210,7 @@ def test_errors_on_many_lines_are_all_reported(server: BatchdProcess) -> None:
 # ------------------------------------------------------------ create-time refusals
 
 
-def test_create_from_unknown_file_is_404(server: BatchdProcess) -> None:
+def test_create_from_unknown_file_is_404(server: InProcessBatchd) -> None:
     with pytest.raises(openai.NotFoundError):
         server.client.batches.create(
             input_file_id="file-000000000000",
@@ -216,7 +219,7 @@ def test_create_from_unknown_file_is_404(server: BatchdProcess) -> None:
         )
 
 
-def test_create_from_non_batch_file_is_400(server: BatchdProcess) -> None:
+def test_create_from_non_batch_file_is_400(server: InProcessBatchd) -> None:
     c = server.client
     f = c.files.create(file=("in.jsonl", b"{}\n"), purpose="user_data")
     with pytest.raises(openai.BadRequestError) as err:
@@ -237,7 +240,7 @@ def test_create_from_non_batch_file_is_400(server: BatchdProcess) -> None:
     ],
 )
 def test_create_with_bad_endpoint_or_window_is_400(
-    server: BatchdProcess, endpoint: str, window: str, param: str
+    server: InProcessBatchd, endpoint: str, window: str, param: str
 ) -> None:
     c = server.client
     f = upload(c, [good(1)])

@@ -2,7 +2,8 @@
 
 The backend's worker threads are not tied to an event loop (results go back to
 whichever loop submitted the request), so each test drives it with its own
-``asyncio.run`` and the models load only once.
+``asyncio.run`` and the models load only once. Without the models the tests skip
+(under ``BATCHD_TEST_REQUIRE=local``, as in CI, they fail).
 """
 
 from __future__ import annotations
@@ -13,23 +14,31 @@ from typing import Any
 
 import pytest
 
+import require
+
+
+# Every skip in this directory is about the embedded models: one that BATCHD_TEST_REQUIRE=local
+# (CI) turns into a failure, module-level importorskip calls included.
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Any:
+    report = yield
+    require.fail_skip(report, "local")
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    require.fail_skip(report, "local")
+    return report
+
 
 @pytest.fixture(scope="session")
 def backend() -> Iterator[Any]:
-    try:
-        from batchd.backends.local import LocalBackend, LocalModelsConfig
-        from batchd.backends.local.config import resolve_model_path
-    except ImportError as exc:
-        pytest.skip(f"embedded models not installed (scripts/bootstrap.sh): {exc}")
+    require.embedded_models()
+    from batchd.backends.local import LocalBackend, LocalModelsConfig
+
     config = LocalModelsConfig()
-    try:
-        for chat in config.chat.values():
-            resolve_model_path(chat.path)
-        for emb in config.embeddings.values():
-            resolve_model_path(emb.onnx_path)
-            resolve_model_path(emb.tokenizer_path)
-    except FileNotFoundError as exc:
-        pytest.skip(f"model files missing: {exc}")
     b = LocalBackend(config)
     yield b
     asyncio.run(b.aclose())

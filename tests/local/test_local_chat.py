@@ -455,7 +455,12 @@ def test_cancelled_request_frees_its_slot(backend: Any) -> None:
         task = asyncio.create_task(
             send(backend, CHAT, chat_body("Tell a long story.", max_tokens=200, logit_bias=no_end))
         )
-        await asyncio.sleep(0.3)
+        # Cancelled while it holds a slot (generating), not before it got one.
+        engine = backend.chat_engine(CHAT_MODEL)
+        deadline = time.monotonic() + 30
+        while not engine._active:
+            assert time.monotonic() < deadline, "the request never started generating"
+            await asyncio.sleep(0.01)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import urllib.request
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
-
-from harness import BatchdProcess
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
-def scrape(server: BatchdProcess) -> Samples:
-    """Every sample, keyed by (name, labels); fetched with no API key at all."""
-    with urllib.request.urlopen(server.root_url + "/metrics", timeout=10) as resp:
-        assert resp.status == 200
-        assert resp.headers["content-type"].startswith("text/plain")
-        text = resp.read().decode()
+def scrape(server: Any) -> Samples:
+    """Every sample, keyed by (name, labels); fetched with no API key at all (from a
+    BatchdProcess or an InProcessBatchd: both have ``http``)."""
+    status, headers, raw = server.http("GET", "/metrics", auth=False)
+    assert status == 200, raw[:300]
+    content_type = {k.lower(): v for k, v in headers.items()}["content-type"]
+    assert content_type.startswith("text/plain")
+    text = raw.decode()
     out: Samples = {}
     for family in text_string_to_metric_families(text):
         for s in family.samples:

@@ -1,17 +1,22 @@
-"""``/metrics``: Prometheus text from a real server after real batches."""
+"""``/metrics``: Prometheus text after real batches against a real upstream.
+
+Against the app in this process (tests/inproc.py); the webhook tests read the same
+metrics from real server processes.
+"""
 
 from __future__ import annotations
 
-from harness import BatchdProcess, StartBatchd, chat_line, create_batch, run_batch, wait_for
+from harness import chat_line, create_batch, run_batch, wait_for
+from inproc import InProcessBatchd, StartApi
 from observability.prom import Samples, scrape, total, value
 from upstream_server import Faults, UpstreamServer
 
 
 def test_metrics_count_a_batch_with_429s_retries_and_failures(
-    start_batchd: StartBatchd, upstream: UpstreamServer
+    start_api: StartApi, upstream: UpstreamServer
 ) -> None:
     # Keys are on: /metrics must still answer without one.
-    server = start_batchd(upstream=upstream.base_url, args=["--api-key", "k1"], api_key="k1")
+    server = start_api(upstream=upstream.base_url, api_keys=["k1"], api_key="k1")
     before = scrape(server)
     assert value(before, "batchd_lines_processed_total") == 0
     assert value(before, "batchd_queue_depth") == 0
@@ -50,13 +55,13 @@ def test_metrics_count_a_batch_with_429s_retries_and_failures(
     assert value(again, "batchd_batches", status="completed") == 2
 
 
-def test_http_metrics_use_route_templates(batchd: BatchdProcess) -> None:
-    b = run_batch(batchd.client, [chat_line(i) for i in range(3)])
-    batchd.client.files.content(b.output_file_id)
-    assert batchd.http("GET", "/v1/batches/batch_doesnotexist0")[0] == 404
-    assert batchd.http("GET", "/no/such/route/12345")[0] == 404
+def test_http_metrics_use_route_templates(api: InProcessBatchd) -> None:
+    b = run_batch(api.client, [chat_line(i) for i in range(3)])
+    api.client.files.content(b.output_file_id)
+    assert api.http("GET", "/v1/batches/batch_doesnotexist0")[0] == 404
+    assert api.http("GET", "/no/such/route/12345")[0] == 404
 
-    m = scrape(batchd)
+    m = scrape(api)
     routes = {dict(lab).get("route") for (n, lab) in m if n == "batchd_http_requests_total"}
     assert "/v1/batches/{batch_id}" in routes
     assert "/v1/files/{file_id}/content" in routes
@@ -85,10 +90,10 @@ def test_http_metrics_use_route_templates(batchd: BatchdProcess) -> None:
 
 
 def test_queue_depth_and_status_gauges_while_running(
-    start_batchd: StartBatchd, upstream: UpstreamServer
+    start_api: StartApi, upstream: UpstreamServer
 ) -> None:
     upstream.reset(Faults(delay=0.2))
-    server = start_batchd(upstream=upstream.base_url, env={"BATCHD_UPSTREAM_CONCURRENCY": "1"})
+    server = start_api(upstream=upstream.base_url, env={"BATCHD_UPSTREAM_CONCURRENCY": "1"})
     b = create_batch(server.client, [chat_line(i) for i in range(30)])
 
     def running() -> Samples | None:
@@ -115,7 +120,7 @@ def test_queue_depth_and_status_gauges_while_running(
     assert value(m, "batchd_batches_finished_total", status="cancelled") == 1
 
 
-def test_metrics_can_be_switched_off(start_batchd: StartBatchd, upstream: UpstreamServer) -> None:
-    server = start_batchd(upstream=upstream.base_url, env={"BATCHD_METRICS_ENABLED": "false"})
+def test_metrics_can_be_switched_off(start_api: StartApi, upstream: UpstreamServer) -> None:
+    server = start_api(upstream=upstream.base_url, env={"BATCHD_METRICS_ENABLED": "false"})
     assert server.http("GET", "/metrics")[0] == 404
     assert server.http("GET", "/v1/batches")[0] == 200

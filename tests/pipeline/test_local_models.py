@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -11,15 +10,17 @@ from pathlib import Path
 
 import pytest
 
+import require
+
 from .conftest import read_csv, write_csv
 
-pytestmark = [
-    pytest.mark.local,
-    pytest.mark.skipif(
-        importlib.util.find_spec("llama_cpp") is None,
-        reason="llama-cpp-python is not installed (the embedded chat model needs it)",
-    ),
-]
+pytestmark = pytest.mark.local
+
+
+@pytest.fixture(autouse=True)
+def _models_installed() -> None:
+    # Checked up front: a run that then fails to reach the models fails the test.
+    require.embedded_models()
 
 
 def _run_local(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -49,12 +50,6 @@ def _run_local(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _skip_if_models_missing(proc: subprocess.CompletedProcess[str]) -> None:
-    text = proc.stdout + proc.stderr
-    if "model_not_found" in text or "not installed" in text or "model files missing" in text:
-        pytest.skip(f"embedded model package missing: {text[-300:]}")
-
-
 def test_chat_on_embedded_model(tmp_path: Path) -> None:
     src = write_csv(tmp_path / "rows.csv", [{"text": t} for t in ("hello", "2+2?", "a color")])
     out = tmp_path / "out.csv"
@@ -70,7 +65,6 @@ def test_chat_on_embedded_model(tmp_path: Path) -> None:
         str(out),
         cwd=tmp_path,
     )
-    _skip_if_models_missing(proc)
     # 8 tokens cut most answers off: kept as answers (no --retry-length), so exit 0.
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "3/3 succeeded" in proc.stdout
@@ -96,7 +90,6 @@ def test_embeddings_on_embedded_model(tmp_path: Path) -> None:
         str(out),
         cwd=tmp_path,
     )
-    _skip_if_models_missing(proc)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = read_csv(out)
     vectors = [json.loads(r["response"]) for r in rows]

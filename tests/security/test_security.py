@@ -1,6 +1,11 @@
 """Security: tenant isolation on every endpoint, constant-time key checks, upload
 limits enforced while streaming, ids that never become paths, secrets that never
-reach the logs, and request bodies that only ever go to a configured backend."""
+reach the logs, and request bodies that only ever go to a configured backend.
+
+Where the socket or the process is the point (a chunked upload cut short, raw paths
+as a client may send them, what a process writes to its log) the cases drive a real
+``batchd serve``; the others run against the app in this process (tests/inproc.py).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,6 @@ import json
 import os
 import select
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +30,10 @@ from harness import (
     run_batch,
     upload,
     wait_batch,
+    wait_for,
 )
+from inproc import InProcessBatchd, StartApi
+from observability.receiver import Receiver
 from upstream_server import Faults, UpstreamServer
 
 
@@ -38,15 +45,11 @@ def json_of(raw: bytes) -> Any:
 
 
 @pytest.fixture
-def two_tenants(start_batchd: StartBatchd, upstream: UpstreamServer) -> BatchdProcess:
-    return start_batchd(
-        upstream=upstream.base_url,
-        args=["--api-key", "alice", "--api-key", "mallory"],
-        api_key="alice",
-    )
+def two_tenants(start_api: StartApi, upstream: UpstreamServer) -> InProcessBatchd:
+    return start_api(upstream=upstream.base_url, api_keys=["alice", "mallory"], api_key="alice")
 
 
-def test_tenant_isolation_on_every_endpoint(two_tenants: BatchdProcess) -> None:
+def test_tenant_isolation_on_every_endpoint(two_tenants: InProcessBatchd) -> None:
     server = two_tenants
     alice = server.client
     done = run_batch(alice, [chat_line(1), chat_line(2, text="x")])
@@ -170,13 +173,39 @@ def _chunked_upload_until_answered(server: BatchdProcess, total: int) -> tuple[i
                 break
             chunk(block)
             sent += len(block)
-        sock.settimeout(10)
-        answer = sock.recv(65536)
     except (BrokenPipeError, ConnectionResetError):
-        answer = sock.recv(65536)
+        pass
+    try:
+        return sent, _read_answer(sock)
     finally:
         sock.close()
-    return sent, answer
+
+
+def _read_answer(sock: socket.socket) -> bytes:
+    """The whole HTTP answer: its head and then content-length bytes of body (the two
+    may arrive in separate segments)."""
+    sock.settimeout(10)
+    answer = b""
+    while True:
+        head, sep, body = answer.partition(b"\r\n\r\n")
+        if sep:
+            length = next(
+                (
+                    int(line.split(b":", 1)[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                ),
+                0,
+            )
+            if len(body) >= length:
+                return answer
+        try:
+            more = sock.recv(65536)
+        except ConnectionResetError:
+            more = b""
+        if not more:
+            return answer
+        answer += more
 
 
 def test_upload_limit_is_enforced_while_streaming(
@@ -193,8 +222,10 @@ def test_upload_limit_is_enforced_while_streaming(
     # Answered long before the body ended: at most the limit plus what socket
     # buffers on both sides can hold (a few MiB on loopback).
     assert sent < 32 * 1024 * 1024, sent
-    # No partial file is left behind, and nothing was listed.
-    time.sleep(0.2)
+    # No partial file is left behind (waited for, not slept on: the part file goes
+    # when the upload is refused), and nothing was listed.
+    parts = server.data_dir / "tmp"
+    wait_for(lambda: not list(parts.iterdir()), timeout=10, what=f"no part files in {parts}")
     leftovers = [p for p in server.data_dir.rglob("*") if p.is_file() and p.stat().st_size > LIMIT]
     assert leftovers == []
     assert server.client.files.list().data == []
@@ -293,14 +324,14 @@ def test_ids_never_become_paths(
 
 
 @pytest.fixture
-def dead_port() -> Iterator[int]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        yield s.getsockname()[1]  # bound, never listening: deliveries fail fast
+def receiver() -> Iterator[Receiver]:
+    r = Receiver(fail_first=1).start()  # one failed delivery: the retry path logs too
+    yield r
+    r.stop()
 
 
 def test_secrets_never_logged(
-    start_batchd: StartBatchd, upstream: UpstreamServer, dead_port: int
+    start_batchd: StartBatchd, upstream: UpstreamServer, receiver: Receiver
 ) -> None:
     api_keys = ["sk-client-" + "A1b2" * 8, "sk-other-" + "Z9y8" * 8]
     upstream_key = "sk-upstream-" + "Q7w6" * 8
@@ -313,24 +344,36 @@ def test_secrets_never_logged(
             "BATCHD_API_KEYS": ",".join(api_keys),
             "BATCHD_UPSTREAM_API_KEY": upstream_key,
             "BATCHD_LOG_LEVEL": "DEBUG",
-            "BATCHD_WEBHOOK_URL": f"http://127.0.0.1:{dead_port}/hook",
+            "BATCHD_WEBHOOK_URL": receiver.url,
             "BATCHD_WEBHOOK_SECRET": webhook_secret,
-            "BATCHD_WEBHOOK_MAX_ATTEMPTS": "2",
+            "BATCHD_WEBHOOK_RETRY_BASE": "0.05",
+            "BATCHD_WEBHOOK_RETRY_CAP": "0.1",
         },
     )
     upstream.reset(Faults(fail_first=1))  # a retry, so the retry path logs too
     c = server.client
-    done = run_batch(c, [chat_line(i) for i in range(5)] + [chat_line(9, model="")])
-    assert done.status == "failed"  # model "" : a validation failure, logged
+    failed = run_batch(c, [chat_line(i) for i in range(5)] + [chat_line(9, model="")])
+    assert failed.status == "failed"  # model "" : a validation failure, logged
     done = run_batch(c, [chat_line(i) for i in range(5)])
     assert done.status == "completed"
     assert upstream.stats.auth[f"Bearer {upstream_key}"] >= 5  # the key was really used
     server.make_client(api_key=api_keys[1]).batches.list()
     server.http("GET", "/v1/files", headers={"Authorization": "Bearer wrong-" + api_keys[0]})
-    time.sleep(1.0)  # webhook attempts fail and are logged
+    # The webhook path ran, signing with the secret and logging a failed try, a retry
+    # and both deliveries, before the logs are read.
+    events = receiver.wait_events(2)
+    assert {json.loads(d.body)["data"]["id"] for d in events} == {failed.id, done.id}
+    assert all(d.headers["webhook-signature"].startswith("v1,") for d in events)
+    assert [d.status for d in receiver.deliveries] == [500, 204, 204]
+    wait_for(
+        lambda: server.logs().count(" delivered (try ") == 2,
+        timeout=10,
+        what="both webhook deliveries in the log",
+    )
     server.terminate()
     logs = server.logs()
     assert "DEBUG" in logs, "not running at DEBUG level"
+    assert "retrying in" in logs, "the webhook retry was not logged"
     for secret in [*api_keys, upstream_key, webhook_secret, webhook_secret.removeprefix("whsec_")]:
         assert secret not in logs, f"secret {secret[:10]}... in the logs"
 
@@ -339,11 +382,11 @@ def test_secrets_never_logged(
 
 
 def test_request_bodies_reach_only_configured_backends(
-    start_batchd: StartBatchd, upstream: UpstreamServer
+    start_api: StartApi, upstream: UpstreamServer
 ) -> None:
     foreign = UpstreamServer(Faults()).start()
     try:
-        server = start_batchd(upstream=upstream.base_url)
+        server = start_api(upstream=upstream.base_url)
         c = server.client
         for url in (
             foreign.base_url + "/chat/completions",

@@ -2,7 +2,8 @@
 
 The server is the one on this machine (``BATCHD_TEST_PG``, default
 ``postgresql://postgres@127.0.0.1:5432/test``); tests never touch the database
-named there, only the ``batchd_test_<random>`` databases they create.
+named there, only the ``batchd_test_<random>`` databases they create. Without a
+reachable server the tests skip, or fail under ``BATCHD_TEST_REQUIRE=pg`` (CI).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import asyncpg
-import pytest
+
+import require
 
 ADMIN_URL = os.environ.get("BATCHD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -43,7 +45,9 @@ def postgres_available() -> bool:
 def fresh_database() -> Iterator[str]:
     """A new, empty database; yields its plain ``postgresql://`` URL."""
     if not postgres_available():
-        pytest.skip(f"PostgreSQL not reachable at {ADMIN_URL} (scripts/services.sh starts it)")
+        require.missing(
+            "pg", f"PostgreSQL not reachable at {ADMIN_URL} (scripts/services.sh starts it)"
+        )
     name = f"batchd_test_{secrets.token_hex(6)}"
     asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
     try:

@@ -2,7 +2,8 @@
 
 Never a downloaded browser: Playwright is pointed at the system binary
 (``/usr/bin/chromium``, or ``BATCHD_TEST_CHROMIUM``). Without Playwright or that
-binary the tests skip, saying which is missing.
+binary the tests skip, saying which is missing (under ``BATCHD_TEST_REQUIRE=ui``,
+as in CI, they fail).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any
 
 import pytest
 
+import require
+
 CHROMIUM = os.environ.get("BATCHD_TEST_CHROMIUM", "/usr/bin/chromium")
 INSTALL = "apt-get install -y chromium && .venv/bin/pip install playwright"
 
@@ -26,10 +29,10 @@ def browser() -> Iterator[Any]:
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        pytest.skip(f"the playwright package is not installed ({INSTALL})")
+        require.missing("ui", f"the playwright package is not installed ({INSTALL})")
     path = Path(CHROMIUM)
     if not path.is_file() and shutil.which(CHROMIUM) is None:
-        pytest.skip(f"no Chromium at {CHROMIUM} ({INSTALL}; or set BATCHD_TEST_CHROMIUM)")
+        require.missing("ui", f"no Chromium at {CHROMIUM} ({INSTALL}; or set BATCHD_TEST_CHROMIUM)")
     with sync_playwright() as pw:
         b = pw.chromium.launch(
             executable_path=str(path) if path.is_file() else shutil.which(CHROMIUM),
@@ -41,6 +44,22 @@ def browser() -> Iterator[Any]:
             yield b
         finally:
             b.close()
+
+
+# Every skip in this directory is about the browser: one that BATCHD_TEST_REQUIRE=ui
+# (CI) turns into a failure, module-level importorskip calls included.
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Any:
+    report = yield
+    require.fail_skip(report, "ui")
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    require.fail_skip(report, "ui")
+    return report
 
 
 @pytest.fixture
