@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from batchd.store.pg_results import PgResults
 from batchd.store.sql import SqlStore
 from batchd.store.sql.dialect import PostgresDialect, SqliteDialect
 
@@ -30,9 +31,10 @@ def test_in_memory_sqlite_uses_the_portable_queries() -> None:
 
 
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
-async def test_postgres_gets_its_dialect(database_url: str) -> None:
+async def test_postgres_records_results_through_asyncpg(database_url: str) -> None:
     store = SqlStore(database_url)
     assert isinstance(store.dialect, PostgresDialect)
+    assert isinstance(store.dialect.results, PgResults)
     await store.open()
     await store.close()
 

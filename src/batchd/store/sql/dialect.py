@@ -9,7 +9,8 @@ they cannot say portably the dialect says for them:
   group-committed results on a thread of their own (store/sqlite_results.py).
 - PostgreSQL picks claim candidates with ``FOR UPDATE SKIP LOCKED`` (racing workers
   each get a different row instead of queueing on one), wakes other processes with
-  ``NOTIFY`` in the transaction that creates work.
+  ``NOTIFY`` in the transaction that creates work, and records results through a
+  plain asyncpg pool, one statement per group commit (store/pg_results.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from batchd.store.notify import CHANNEL, WorkListener
+from batchd.store.pg_results import PgResults
 from batchd.store.records import ResultRow
 from batchd.store.sqlite_reads import SqliteReader
 from batchd.store.sqlite_results import SqliteResultWriter
@@ -124,6 +126,8 @@ class PostgresDialect(Dialect):
         self._dsn = make_url(url).set(drivername="postgresql").render_as_string(
             hide_password=False
         )
+        self._results = PgResults(self._dsn)
+        self.results = self._results
 
     def engine_options(self) -> dict[str, Any]:
         return {"pool_size": self._pool_size, "max_overflow": self._pool_size,
@@ -141,6 +145,11 @@ class PostgresDialect(Dialect):
     def listener(self, callback: Callable[[], None]) -> WorkListener | None:
         return WorkListener(self._dsn, callback)
 
+    async def open(self) -> None:
+        await self._results.open()
+
+    async def close(self) -> None:
+        await self._results.close()
 
 
 def dialect_for(url: str, *, sqlite_synchronous: str, pool_size: int) -> Dialect:
