@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from batchd.store.pg_reads import PgReader
 from batchd.store.pg_results import PgResults
 from batchd.store.sql import SqlStore
 from batchd.store.sql.dialect import PostgresDialect, SqliteDialect
@@ -22,12 +23,14 @@ def test_sqlite_file_has_its_fast_paths(tmp_path: Path) -> None:
     store = SqlStore(f"sqlite:///{tmp_path / 'b.db'}")
     assert isinstance(store.dialect, SqliteDialect)
     assert store.dialect.reader is not None and store.dialect.results is not None
+    assert store.dialect.points is not None
 
 
 def test_in_memory_sqlite_uses_the_portable_queries() -> None:
     store = SqlStore("sqlite:///:memory:")
     assert isinstance(store.dialect, SqliteDialect)
     assert store.dialect.reader is None and store.dialect.results is None
+    assert store.dialect.points is None
 
 
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
@@ -35,6 +38,7 @@ async def test_postgres_records_results_through_asyncpg(database_url: str) -> No
     store = SqlStore(database_url)
     assert isinstance(store.dialect, PostgresDialect)
     assert isinstance(store.dialect.results, PgResults)
+    assert isinstance(store.dialect.points, PgReader)
     await store.open()
     await store.close()
 

@@ -7,8 +7,11 @@ every implementation: SQLite (with and without its fast paths) and PostgreSQL.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
+from batchd.states import BatchPhase, BatchStatus
 from batchd.store.base import Store
 from batchd.store.records import BatchRecord, FileRecord, ResultRow, ShardRecord, Usage
 
@@ -378,3 +381,44 @@ async def test_results_read_back_in_line_order_across_pages(store: Store) -> Non
         )
     got = [(n, ok) async for n, ok, _ in store.iter_results(b.id)]
     assert got == [(n, n % 7 != 0) for n in lines]
+
+
+async def test_records_read_back_field_for_field(store: Store) -> None:
+    # Point reads take each dialect's fast path: JSON columns, nulls and the state
+    # types must come back as they went in.
+    f = FileRecord(
+        id="file-bbbbbbbbbbbb",
+        tenant="t",
+        filename="in.jsonl",
+        purpose="batch",
+        bytes=10,
+        created_at=1,
+        expires_at=99,
+    )
+    await store.insert_file(f)
+    assert await store.get_file(f.id, tenant="t") == f
+    assert await store.get_file(f.id, tenant="other") is None
+    rec = BatchRecord(
+        id="batch_dddddddddddd",
+        tenant="t",
+        input_file_id=f.id,
+        endpoint="/v1/embeddings",
+        completion_window="24h",
+        status=BatchStatus.VALIDATING,
+        created_at=1,
+        expires_at=2_000_000,
+        metadata={"priority": "3", "note": "ünïcode"},
+        output_expires_after=3600,
+    )
+    await store.insert_batch(rec)
+    got = await store.get_batch(rec.id, tenant="t")
+    assert got is not None
+    assert got == dataclasses.replace(rec, priority=3)  # the priority comes from metadata
+    assert isinstance(got.status, BatchStatus) and isinstance(got.phase, BatchPhase)
+    assert await store.get_batch(rec.id, tenant="other") is None
+    await store.claim_validation(A, T0, T0 + 30)
+    errors = [{"code": "invalid_json", "message": "x", "param": None, "line": 2}]
+    await store.fail_batch(rec.id, A, errors=errors, total=2, model=None, now=9)
+    failed = await store.get_batch(rec.id, tenant=None)
+    assert failed is not None
+    assert (failed.errors, failed.status, failed.phase) == (errors, "failed", "done")

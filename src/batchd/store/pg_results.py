@@ -21,10 +21,8 @@ The semantics are those of the portable path (store/sql/results.py):
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
-
-import asyncpg
 
 from batchd.states import BatchPhase
 from batchd.store.records import ResultRow
@@ -87,19 +85,9 @@ bounded amount in memory."""
 
 
 class PgResults:
-    def __init__(self, dsn: str, *, max_connections: int = 4) -> None:
-        self._dsn = dsn
-        self._max = max_connections
-        self._pool: Any = None  # asyncpg.Pool (asyncpg ships no type hints)
-
-    async def open(self) -> None:
-        if self._pool is None:
-            self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=self._max)
-
-    def _ready(self) -> Any:
-        if self._pool is None:
-            raise RuntimeError("the store was not opened (call open() first)")
-        return self._pool
+    def __init__(self, pool: Callable[[], Any]) -> None:
+        self._pool = pool
+        """The dialect's asyncpg pool (asyncpg ships no type hints)."""
 
     async def record(self, rows: Sequence[ResultRow]) -> int:
         # A line sent twice in one group (a takeover re-sent it) is one row.
@@ -118,14 +106,14 @@ class PgResults:
             [u.reasoning_tokens if u else 0 for u in usage] if any(usage) else zeros,
             [u.total_tokens if u else 0 for u in usage] if any(usage) else zeros,
         )
-        async with self._ready().acquire() as conn:
+        async with self._pool().acquire() as conn:
             found = await conn.fetchrow(_RECORD, *columns)
         assert found is not None
         return int(found["inserted"])
 
     async def iter_results(self, batch_id: str) -> AsyncIterator[tuple[int, bool, bytes]]:
         last = 0
-        pool = self._ready()
+        pool = self._pool()
         while True:
             async with pool.acquire() as conn:
                 page = await conn.fetch(_PAGE, batch_id, last, PAGE_ROWS)
@@ -134,8 +122,3 @@ class PgResults:
             if len(page) < PAGE_ROWS:
                 return
             last = page[-1]["line_no"]
-
-    async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None

@@ -30,9 +30,9 @@ class BatchQueries(SqlCore):
             await self.dialect.notify(conn)
 
     async def get_batch(self, batch_id: str, *, tenant: str | None) -> BatchRecord | None:
-        reader = self.dialect.reader
-        if reader is not None:
-            found = reader.one("batches", batch_id, tenant=tenant)
+        points = self.dialect.points
+        if points is not None:
+            found = await points.one("batches", batch_id, tenant=tenant)
             return _batch(found) if found is not None else None
         query = select(schema.batches).where(schema.batches.c.id == batch_id)
         if tenant is not None:

@@ -9,8 +9,9 @@ they cannot say portably the dialect says for them:
   group-committed results on a thread of their own (store/sqlite_results.py).
 - PostgreSQL picks claim candidates with ``FOR UPDATE SKIP LOCKED`` (racing workers
   each get a different row instead of queueing on one), wakes other processes with
-  ``NOTIFY`` in the transaction that creates work, and records results through a
-  plain asyncpg pool, one statement per group commit (store/pg_results.py).
+  ``NOTIFY`` in the transaction that creates work, and takes its hot paths through
+  a plain asyncpg pool: results, one statement per group commit
+  (store/pg_results.py), and point reads (store/pg_reads.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Protocol
 
+import asyncpg
 from sqlalchemy import event, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -26,10 +28,20 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from batchd.store.notify import CHANNEL, WorkListener
+from batchd.store.pg_reads import PgReader
 from batchd.store.pg_results import PgResults
 from batchd.store.records import ResultRow
+from batchd.store.rows import RowLike
 from batchd.store.sqlite_reads import SqliteReader
 from batchd.store.sqlite_results import SqliteResultWriter
+
+
+class PointReader(Protocol):
+    """One row of ``files`` or ``batches`` by id, cheaper than the portable query."""
+
+    async def one(
+        self, table: str, key: str, *, tenant: str | None, live_only: bool = False
+    ) -> RowLike | None: ...
 
 
 class ResultPath(Protocol):
@@ -47,7 +59,9 @@ class Dialect:
 
     name = "sql"
     reader: SqliteReader | None = None
-    """Point reads and small pages without the async adapter, where available."""
+    """Small pages without the async adapter, on the event loop (SQLite)."""
+    points: PointReader | None = None
+    """Point reads without the async adapter, where available."""
     results: ResultPath | None = None
     """The group-commit path for results, where one is faster than the portable one."""
 
@@ -88,6 +102,7 @@ class SqliteDialect(Dialect):
         if database and database != ":memory:":
             self._writer = SqliteResultWriter(database, synchronous=synchronous)
             self.reader = SqliteReader(database)
+            self.points = _SqlitePoints(self.reader)
             self.results = _LockedSqliteResults(self._writer, self._lock)
 
     def engine_options(self) -> dict[str, Any]:
@@ -126,8 +141,14 @@ class PostgresDialect(Dialect):
         self._dsn = make_url(url).set(drivername="postgresql").render_as_string(
             hide_password=False
         )
-        self._results = PgResults(self._dsn)
-        self.results = self._results
+        self._pool: Any = None  # asyncpg.Pool, made in open()
+        self.results = PgResults(self._ready)
+        self.points = PgReader(self._ready)
+
+    def _ready(self) -> Any:
+        if self._pool is None:
+            raise RuntimeError("the store was not opened (call open() first)")
+        return self._pool
 
     def engine_options(self) -> dict[str, Any]:
         return {"pool_size": self._pool_size, "max_overflow": self._pool_size,
@@ -146,10 +167,14 @@ class PostgresDialect(Dialect):
         return WorkListener(self._dsn, callback)
 
     async def open(self) -> None:
-        await self._results.open()
+        if self._pool is None:
+            # Hot paths only (one writer per process, point reads): a few connections.
+            self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=4)
 
     async def close(self) -> None:
-        await self._results.close()
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
 
 
 def dialect_for(url: str, *, sqlite_synchronous: str, pool_size: int) -> Dialect:
@@ -175,6 +200,20 @@ class _LockedSqliteResults:
 
     def iter_results(self, batch_id: str) -> AsyncIterator[tuple[int, bool, bytes]] | None:
         return None
+
+
+class _SqlitePoints:
+    """SQLite's point reads: a primary-key lookup on a WAL database takes
+    microseconds and never waits for the writer, so it runs on the event loop."""
+
+    def __init__(self, reader: SqliteReader) -> None:
+        self._reader = reader
+
+    async def one(
+        self, table: str, key: str, *, tenant: str | None, live_only: bool = False
+    ) -> RowLike | None:
+        found: RowLike | None = self._reader.one(table, key, tenant=tenant, live_only=live_only)
+        return found
 
 
 class _AsyncLock:

@@ -20,9 +20,9 @@ class FileQueries(SqlCore):
 
     async def get_file(self, file_id: str, *, tenant: str | None) -> FileRecord | None:
         """A live (not deleted) file; ``tenant=None`` ignores ownership."""
-        reader = self.dialect.reader
-        if reader is not None:
-            found = reader.one("files", file_id, tenant=tenant, live_only=True)
+        points = self.dialect.points
+        if points is not None:
+            found = await points.one("files", file_id, tenant=tenant, live_only=True)
             return _file(found) if found is not None else None
         query = select(schema.files).where(
             schema.files.c.id == file_id, schema.files.c.deleted_at.is_(None)
