@@ -146,7 +146,10 @@ class Worker:
         last_purge = 0.0
         last_expiry = 0.0
         last_registry = 0.0
-        while True:
+        # Not ``while True``: on Python 3.11 ``asyncio.wait_for`` can swallow a
+        # cancellation that arrives as its inner wait completes (the wake event is set
+        # often), and the loop then outlived stop() forever. Draining ends it too.
+        while not self._draining:
             try:
                 t = time.time()
                 if t - last_heartbeat >= self._opts.lease_seconds / 3:

@@ -168,8 +168,11 @@ class PostgresDialect(Dialect):
 
     async def open(self) -> None:
         if self._pool is None:
-            # Hot paths only (one writer per process, point reads): a few connections.
-            self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=4)
+            # The hot paths: one group-commit writer per process, and the API's point
+            # reads, which many polling clients make at once.
+            self._pool = await asyncpg.create_pool(
+                self._dsn, min_size=1, max_size=max(2, self._pool_size)
+            )
 
     async def close(self) -> None:
         if self._pool is not None:
