@@ -75,13 +75,13 @@ class Executor:
         inflight: set[asyncio.Task[None]] = set()
         failures: list[BaseException] = []
 
-        def track(task: asyncio.Task[None], slot: _Slot | None) -> None:
+        def track(task: asyncio.Task[None], sem: BackendLimit | None) -> None:
             inflight.add(task)
 
             def finished(t: asyncio.Task[None]) -> None:
                 inflight.discard(t)
-                if slot is not None:
-                    slot.release()
+                if sem is not None:
+                    sem.release_slot()
                 if not t.cancelled() and t.exception() is not None:
                     failures.append(t.exception())  # type: ignore[arg-type]
 
@@ -118,13 +118,11 @@ class Executor:
                 continue
             sem = self._limit(route)
             await sem.acquire_slot()
-            slot = _Slot(sem)
             body = orjson.dumps(parsed.body)
             coro = self._one(
-                shard.batch_id, line.number, parsed.custom_id, job.endpoint, body, route,
-                answered=slot.release,
-            )  # fmt: skip
-            track(asyncio.create_task(coro), slot)
+                shard.batch_id, line.number, parsed.custom_id, job.endpoint, body, route
+            )
+            track(asyncio.create_task(coro), sem)
 
         if stopped() and inflight:
             # Give requests already sent a chance to finish, then abandon them: their
@@ -165,8 +163,6 @@ class Executor:
         endpoint: str,
         body: bytes,
         route: Route,
-        *,
-        answered: Callable[[], None] = lambda: None,
     ) -> None:
         policy = self._policy
         attempt = 0
@@ -221,24 +217,4 @@ class Executor:
             )
             break
         self._observers.line_recorded(batch_id=batch_id, ok=row.ok)
-        # The backend is done with this line: its slot goes to the next one now, not
-        # after the group commit (on PostgreSQL, whose commit waits for a WAL flush,
-        # holding the slot through it idled the model server: 0.6-0.8x SQLite's
-        # throughput in bench_scale, 0.97x with the slot freed here).
-        answered()
         await self._writer.submit(row)
-
-
-class _Slot:
-    """One line's hold on a backend slot, given back once: when the backend has
-    answered, or when the line's task ends (cancelled, say), whichever is first."""
-
-    __slots__ = ("_limit",)
-
-    def __init__(self, limit: BackendLimit) -> None:
-        self._limit: BackendLimit | None = limit
-
-    def release(self) -> None:
-        if self._limit is not None:
-            self._limit.release_slot()
-            self._limit = None
