@@ -3,6 +3,12 @@
     python bench/bench_scale.py                    # 20,000 lines, concurrency 64
     python bench/bench_scale.py --lines 5000       # quicker
     python bench/bench_scale.py --pg postgresql://postgres@127.0.0.1:5432/test
+    python bench/bench_scale.py --compare sqlite,pg --repeat 3   # one process each
+
+Setups (``--compare``): ``sqlite`` is one ``batchd serve`` on SQLite; ``pg`` the
+same one process on PostgreSQL; ``pgN`` one ``serve --no-worker`` plus N workers.
+With ``--repeat`` the setups alternate (so a noisy neighbour hits each alike) and
+each figure is the median of its runs; the ratio is printed as PG/SQLite.
 
 The upstream (tests/upstream_server.py, instant answers) runs in its own process.
 Baseline: one ``batchd serve`` on SQLite (API and worker in one process). Then one
@@ -52,13 +58,13 @@ def batchd(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
 def run_once(
     *, upstream: str, path: Path, concurrency: int, workers: int, pg_admin: str | None
 ) -> dict[str, Any]:
-    """``workers == 0``: one SQLite ``serve``; otherwise PostgreSQL with N workers."""
+    """``workers == 0``: one ``serve`` (SQLite, or PostgreSQL given ``pg_admin``);
+    otherwise PostgreSQL with an API-only ``serve`` and N workers."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     env = {**os.environ, "BATCHD_LOCAL_ENABLED": "false", "BATCHD_LOG_LEVEL": "WARNING"}
     common = ["--upstream", upstream, "--upstream-concurrency", str(concurrency)]
     db_name = None
-    if workers:
-        assert pg_admin is not None
+    if pg_admin is not None:
         db_name = f"batchd_bench_{secrets.token_hex(4)}"
         asyncio.run(_admin(pg_admin, f'CREATE DATABASE "{db_name}"'))
         env["BATCHD_DATABASE_URL"] = pg_admin.rsplit("/", 1)[0] + "/" + db_name
@@ -71,7 +77,7 @@ def run_once(
         wait_http(f"http://127.0.0.1:{port}/health")
         for i in range(workers):
             procs.append(batchd(["worker", "--data-dir", str(tmp / f"w{i}"), *common], env))
-        time.sleep(2.0 if workers else 0.2)  # workers up (migrations done, registered)
+        time.sleep(2.0 if workers else 0.5)  # workers up (migrations done, registered)
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="bench")
         with path.open("rb") as fh:
             f = client.files.create(file=fh, purpose="batch")
@@ -96,11 +102,23 @@ def run_once(
             asyncio.run(_admin(pg_admin, f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)'))
 
 
+SETUP_NAMES = {"sqlite": "sqlite x1 (serve)", "pg": "postgres x1 (serve)"}
+
+
+def setup_name(setup: str) -> str:
+    return SETUP_NAMES.get(setup) or f"postgres x{setup.removeprefix('pg')} workers"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--lines", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--workers", default="1,2,4")
+    parser.add_argument(
+        "--compare",
+        help="Setups to run instead of sqlite + --workers, e.g. 'sqlite,pg' or 'sqlite,pg1'.",
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="Runs per setup (median).")
     parser.add_argument(
         "--pg",
         default=os.environ.get("BATCHD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test"),
@@ -108,30 +126,42 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "scale.json")
     args = parser.parse_args()
+    setups = (
+        args.compare.split(",")
+        if args.compare
+        else ["sqlite", *(f"pg{n}" for n in args.workers.split(","))]
+    )
+    if "sqlite" not in setups:
+        parser.error("--compare needs 'sqlite' (the baseline)")
+    for setup in setups:
+        if setup not in SETUP_NAMES and not setup.removeprefix("pg").isdigit():
+            parser.error(f"unknown setup {setup!r}: sqlite, pg or pgN")
 
     up_port = free_port()
     upstream = subprocess.Popen(
         [sys.executable, str(ROOT / "tests" / "upstream_server.py"), "--port", str(up_port)]
     )
+    samples: dict[str, list[dict[str, Any]]] = {setup_name(s): [] for s in setups}
     try:
         up = f"http://127.0.0.1:{up_port}/v1"
         wait_http(f"{up}/models")
         with tempfile.TemporaryDirectory() as d:
             path = Path(d) / "input.jsonl"
             write_input(path, args.lines)
-            runs: dict[str, dict[str, Any]] = {}
-            runs["sqlite x1 (serve)"] = run_once(
-                upstream=up, path=path, concurrency=args.concurrency, workers=0, pg_admin=None
-            )
-            for n in (int(x) for x in args.workers.split(",")):
-                runs[f"postgres x{n} workers"] = run_once(
-                    upstream=up, path=path, concurrency=args.concurrency, workers=n,
-                    pg_admin=args.pg,
-                )  # fmt: skip
+            for _ in range(args.repeat):
+                for setup in setups:
+                    workers = int(setup.removeprefix("pg") or 0) if setup != "sqlite" else 0
+                    result = run_once(
+                        upstream=up, path=path, concurrency=args.concurrency, workers=workers,
+                        pg_admin=None if setup == "sqlite" else args.pg,
+                    )  # fmt: skip
+                    samples[setup_name(setup)].append(result)
+                    print(f"  {setup_name(setup):<24} {result['lines_per_s']:>10.0f} lines/s")
     finally:
         upstream.terminate()
         upstream.wait(10)
-    base = runs["sqlite x1 (serve)"]["lines_per_s"]
+    runs = {name: _median(found) for name, found in samples.items()}
+    base = runs[setup_name("sqlite")]["lines_per_s"]
     print(f"{'setup':<24} {'lines/s':>10} {'seconds':>9} {'vs sqlite':>10}")
     for name, r in runs.items():
         r["ratio_vs_sqlite"] = round(r["lines_per_s"] / base, 2)
@@ -140,13 +170,20 @@ def main() -> None:
     report = {
         "lines": args.lines,
         "concurrency": args.concurrency,
+        "repeat": args.repeat,
         "cpus": os.cpu_count(),
         "machine": platform.platform(),
         "runs": runs,
+        "samples": samples,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")
+
+
+def _median(found: list[dict[str, Any]]) -> dict[str, Any]:
+    ordered = sorted(found, key=lambda r: r["lines_per_s"])
+    return dict(ordered[len(ordered) // 2])
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from batchd.pipeline.ledger import ChunkRow, ChunkUpdate, Ledger
 from batchd.pipeline.remote import TERMINAL
 from batchd.pipeline.runner import STEPS
 from batchd.pipeline.states import ChunkState, LineStatus
-from batchd.protocol import BatchStatus
+from batchd.states import BatchStatus
 from upstream_server import UpstreamServer
 
 from .conftest import FAST, batchd_cli, read_csv, read_jsonl, server_counts, write_csv, write_jsonl
@@ -56,7 +56,7 @@ def test_chunk_updates_name_chunk_columns() -> None:
 
 def test_batch_statuses_are_the_sdks() -> None:
     sdk = get_args(Batch.model_fields["status"].annotation)
-    assert set(get_args(BatchStatus)) == set(sdk)
+    assert {s.value for s in BatchStatus} == set(sdk)
     assert set(sdk) > TERMINAL
 
 

@@ -17,10 +17,10 @@ import openai
 from openai.types import Batch
 
 from batchd.pipeline.errors import RemoteError
-from batchd.protocol import BatchStatus
+from batchd.states import TERMINAL_STATUSES, BatchStatus
 
-TERMINAL: frozenset[BatchStatus] = frozenset({"completed", "failed", "expired", "cancelled"})
-REFUSED: BatchStatus = "failed"
+TERMINAL: frozenset[BatchStatus] = TERMINAL_STATUSES
+REFUSED: BatchStatus = BatchStatus.FAILED
 """What a chunk the server refused to take records as its batch status."""
 # How far before an intent a listing keeps looking (server clocks drift).
 CLOCK_SLACK = 600.0

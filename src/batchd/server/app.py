@@ -12,10 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from batchd.backends.registry import build_router
-from batchd.blobs.open import open_blob_store
-from batchd.engine.standalone import build_worker, open_store
-from batchd.engine.worker import Worker
+from batchd.engine.runtime import Runtime
 from batchd.errors import BatchdError, InvalidRequest, error_body
 from batchd.observability import HttpMetricsMiddleware, Metrics
 from batchd.observability import router as metrics_routes
@@ -38,40 +35,38 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        store = open_store(settings)
-        await store.open()
-        blobs = open_blob_store(settings.storage, settings.data_dir)
-        router = build_router(settings)
-        worker: Worker | None = None
-        engine: EngineProcesses | None = None
-        if settings.worker and settings.engine_process:
-            engine = EngineProcesses(settings, lookup=lambda b: store.get_batch(b, tenant=None))
-        elif settings.worker:
-            worker = build_worker(settings, store=store, blobs=blobs, router=router)
-        # Events come from the engine: no engine here, nothing to send.
+        # Events come from the engine (here, or in its child process): none, nothing to send.
         webhooks = (
             build_dispatcher(settings, on_result=metrics.webhook_result if metrics else None)
-            if worker is not None or engine is not None
+            if settings.worker
             else None
         )
-        engine_observers = worker.observers if worker else engine.observers if engine else None
-        if engine_observers is not None:
+        in_child = settings.worker and settings.engine_process
+        runtime = await Runtime.open(
+            settings,
+            with_worker=settings.worker and not in_child,
+            observers=[metrics, webhooks],
+            companions=[webhooks],
+        )
+        store, worker = runtime.store, runtime.worker
+        engine: EngineProcesses | None = None
+        if in_child:
+            engine = EngineProcesses(settings, lookup=lambda b: store.get_batch(b, tenant=None))
             for observer in (metrics, webhooks):
                 if observer is not None:
-                    engine_observers.add(observer)
+                    engine.observers.add(observer)
         if metrics is not None:
             metrics.bind_store(store.batch_gauges)
         app.state.keyring = KeyRing(settings.api_keys)
         app.state.batchd = AppState(
             settings=settings,
-            files=FileService(store=store, blobs=blobs, settings=settings),
+            files=FileService(store=store, blobs=runtime.blobs, settings=settings),
             batches=BatchService(
                 store=store,
                 settings=settings,
                 notify=worker.wake if worker else engine.wake if engine else lambda: None,
             ),
-            router=router,
+            router=runtime.router,
             worker=worker,
         )
         files = app.state.batchd.files
@@ -84,10 +79,7 @@ def create_app(settings: Settings) -> FastAPI:
         # GC from re-scanning them on every collection (a measurable cost per request).
         gc.collect()
         gc.freeze()
-        if webhooks is not None:
-            webhooks.start()
-        if worker is not None:
-            worker.start()
+        runtime.start()
         if engine is not None:
             await engine.start()
         log.info(
@@ -99,15 +91,9 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             log.info("shutting down")
-            if worker is not None:
-                await worker.stop()
             if engine is not None:
-                await engine.stop()
-            if webhooks is not None:
-                await webhooks.stop()
-            await router.aclose()
-            await blobs.close()
-            await store.close()
+                await engine.stop()  # drains the child first: its events still reach webhooks
+            await runtime.close()
 
     app = FastAPI(
         title="batchd",
