@@ -39,6 +39,13 @@ UpstreamConcurrencyOpt = Annotated[
     Optional[int],  # noqa: UP045
     typer.Option(help="Most requests in flight to --upstream (across all workers)."),
 ]
+UpstreamBackgroundOpt = Annotated[
+    Optional[bool],  # noqa: UP045
+    typer.Option(
+        "--upstream-background",
+        help="--upstream is shared with online traffic: use only what it leaves free.",
+    ),
+]
 ConfigOpt = Annotated[
     Optional[Path], typer.Option("--config", help="TOML file: backends, routes, settings.")  # noqa: UP045
 ]
@@ -66,6 +73,7 @@ def serve(
     upstream: UpstreamOpt = None,
     upstream_api_key: UpstreamKeyOpt = None,
     upstream_concurrency: UpstreamConcurrencyOpt = None,
+    upstream_background: UpstreamBackgroundOpt = None,
     config: ConfigOpt = None,
     api_key: Annotated[
         Optional[list[str]],  # noqa: UP045
@@ -94,6 +102,7 @@ def serve(
         upstream=upstream,
         upstream_api_key=upstream_api_key,
         upstream_concurrency=upstream_concurrency,
+        upstream_background=upstream_background,
         api_keys=api_key or None,
         database_url=database_url,
         storage=storage,
@@ -122,6 +131,7 @@ def worker_command(
     upstream: UpstreamOpt = None,
     upstream_api_key: UpstreamKeyOpt = None,
     upstream_concurrency: UpstreamConcurrencyOpt = None,
+    upstream_background: UpstreamBackgroundOpt = None,
     config: ConfigOpt = None,
     database_url: DatabaseOpt = None,
     storage: StorageOpt = None,
@@ -141,6 +151,7 @@ def worker_command(
         upstream=upstream,
         upstream_api_key=upstream_api_key,
         upstream_concurrency=upstream_concurrency,
+        upstream_background=upstream_background,
         database_url=database_url,
         storage=storage,
         log_level=log_level,

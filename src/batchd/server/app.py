@@ -57,6 +57,8 @@ def create_app(settings: Settings) -> FastAPI:
                     worker.observers.add(observer)
         if metrics is not None:
             metrics.bind_store(store.batch_gauges)
+            if worker is not None:
+                metrics.bind_limits(worker.limits.snapshot)
         app.state.keyring = KeyRing(settings.api_keys)
         app.state.batchd = AppState(
             settings=settings,

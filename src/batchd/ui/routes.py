@@ -25,7 +25,7 @@ from batchd.services.files import FileService
 from batchd.settings import ModelPrice
 from batchd.store.records import BatchRecord
 from batchd.ui.errors import ErrorSummaries, ResultSource
-from batchd.ui.views import cost, progress
+from batchd.ui.views import backend_views, cost, progress
 
 _ASSETS = {
     "index.html": "text/html; charset=utf-8",
@@ -126,6 +126,14 @@ async def ui_batch_errors(batch_id: str, tenant: Tenant, state: State, ui: Ui) -
     rec = await state.batches.get(tenant, batch_id)
     summary = await ui.errors.summarise(rec)
     return {"batch_id": rec.id, "by_code": summary.by_code, "source": summary.source}
+
+
+@router.get("/ui/api/backends")
+async def ui_backends(tenant: Tenant, state: State) -> dict[str, Any]:
+    """Per backend: the concurrency limit, tries in flight and the server's queue."""
+    worker = state.worker
+    snapshot = worker.limits.snapshot() if worker is not None else {}
+    return {"object": "list", "data": [dataclasses.asdict(v) for v in backend_views(snapshot)]}
 
 
 def _view(rec: BatchRecord, ui: UiState, now: float) -> dict[str, Any]:
