@@ -61,7 +61,7 @@ KNEE_GAIN = 0.5
 """Startup ends when throughput grows less than load**KNEE_GAIN (doubling: +41%)."""
 FULL = 0.95
 """Without a latency line: a level getting this share of the saturated rate is past the knee."""
-QUEUE_RISE = 1.25
+QUEUE_RISE = 1.15
 """A try back this much later than the no-queue latency line says has queued."""
 HOLD_ROUNDS = 5
 """Rounds at the knee between probes."""
@@ -71,6 +71,8 @@ HOLD_SECONDS = 0.5
 """After a 429 cut, no growth for this long (several workers would each overshoot)."""
 IDLE_IN_FLIGHT = 2
 IDLE_REFRESH = 30.0
+LOAD_POLLS = 4
+"""Server gauges: the queue is the least of this many readings (a standing queue)."""
 LOAD_FRESH = 2.0
 """Server load gauges older than this (seconds) are not used."""
 RETRY_AFTER_CAP = 60.0
@@ -133,12 +135,13 @@ class Controller:
         self.server_running: int | None = None
         self.server_waiting: int | None = None
         self._load_at = -math.inf
-        self._startup_load = True
+        self._waits: list[int] = []
         # Rounds.
         self._seq = 0
         self._filled_seq: int | None = 0
         self._round_seq = 0
-        self._warm = False
+        self._post: list[float] = []
+        self._round_end: float | None = None
         self._fill_time = self._last = clock()
         self._window_tokens = 0
         self._window_seconds = 0.0
@@ -192,8 +195,8 @@ class Controller:
             return  # no answer, or a failure: says nothing about capacity
         now = self.clock()
         unit = max(1e-6, (now - ticket.sent) / max(1, tokens or 1))
-        if self.background:
-            self._idle_sample(n, unit, now)
+        if self.background and max(n, ticket.load) <= IDLE_IN_FLIGHT:
+            self._idle_sample(unit, now)
         if self._filled_seq is None:
             return
         if ticket.seq >= self._round_seq:
@@ -202,31 +205,45 @@ class Controller:
             self._window_seconds += now - ticket.sent
         if ticket.seq >= self._filled_seq:
             # The first try sent into the full pipe is back: it waited behind all that
-            # was in flight, so it is the first to show a queue at the server.
-            self._end_round(now, unit)
+            # was in flight, so it is the first to show a queue at the server. Past
+            # startup (where a rough figure will do) the round goes on for as long
+            # again and judges by the slow tail of all tries sent since the fill: a
+            # server that finishes requests in lockstep (equal lengths) queues only
+            # the last of each burst of tries, and those come back a turnover later.
+            self._post.append(unit)
+            if self.phase == "startup":
+                self._end_round(now, unit)
+                return
+            if self._round_end is None:
+                self._round_end = now + 1.5 * (now - ticket.sent)
+            if now >= self._round_end:
+                tail = sorted(self._post)[int(0.9 * (len(self._post) - 1))]
+                self._end_round(now, tail)
 
     def on_load(self, running: int, waiting: int) -> None:
         """The server's own gauges (polled from its ``/metrics``)."""
         self.server_running, self.server_waiting = running, waiting
         self._load_at = self.clock()
-        if not self.adaptive:
+        # A standing queue, not the tries that just arrived and wait for the next
+        # step: the least of the readings since the limit last changed.
+        self._waits.append(waiting)
+        del self._waits[:-LOAD_POLLS]
+        if not self.adaptive or len(self._waits) < 2 or self.clock() < self._hold_until:
             return
-        if self.clock() < self._hold_until:
-            return
+        standing = min(self._waits)
         share = self.in_flight / max(1, running + waiting)
-        if self.background:
-            if waiting > 0:
-                self._set(min(self.limit, self.in_flight - max(1.0, waiting * share)))
-            return
-        lead = max(2, running // 32)
-        if waiting > lead:
-            self._startup_load = False
-            self._set(min(self.limit, self.in_flight - max(1.0, (waiting - lead) * share)))
-        elif waiting <= lead // 2 and self.in_flight >= int(self.limit) - 1:
-            if self._rate_cap is not None and self.limit + 1 >= self._rate_cap:
-                return
-            grow = self.limit if self._startup_load else max(float(lead), self.limit / 16)
-            self._set(self.limit + grow)
+        lead = 0 if self.background else max(1, running // 16)
+        if standing > lead:
+            if self.phase in ("startup", "search"):
+                self.phase = "hold"
+            self._set(min(self.limit, self.in_flight - max(1.0, (standing - lead) * share)))
+        elif (
+            self.phase == "hold"
+            and standing <= lead // 2
+            and self.in_flight >= int(self.limit) - 1
+            and (self._rate_cap is None or self.limit + 1 < self._rate_cap)
+        ):
+            self._set(self.limit + max(1.0, self.limit / 16))
 
     def set_ceiling(self, ceiling: int) -> None:
         self.ceiling = max(1, ceiling)
@@ -251,22 +268,23 @@ class Controller:
 
     def _set(self, limit: float) -> None:
         self.limit = max(1.0, min(float(self.ceiling), limit))
+        self._waits.clear()  # judge the gauges afresh at the new limit
         self._new_round()
 
     def _new_round(self) -> None:
         # The window opens at the next send that fills the pipe: after a cut, only once
         # the tries above the new limit have drained.
         self._filled_seq = None
-        self._warm = False
+        self._post = []
+        self._round_end = None
 
     def _fill(self) -> None:
         self._filled_seq = self._seq
         self._fill_time = self._last = self.clock()
         self._area = 0.0
-        if not self._warm:
-            self._round_seq = self._seq
-            self._window_tokens = 0
-            self._window_seconds = 0.0
+        self._round_seq = self._seq
+        self._window_tokens = 0
+        self._window_seconds = 0.0
 
     def _account(self) -> None:
         now = self.clock()
@@ -283,7 +301,6 @@ class Controller:
         self.epoch += 1
         self.cuts += 1
         self._rate_cap = float(n)
-        self._startup_load = False
         if self.phase in ("startup", "search"):
             self.phase = "hold"
         self._probe = None
@@ -301,7 +318,7 @@ class Controller:
         app_limited = n_mean < 0.8 * self.limit
         if self.background:
             self._background_round(level, app_limited)
-        elif self.load_known or now < self._hold_until:
+        elif (self.load_known and self.phase != "startup") or now < self._hold_until:
             self._new_round()  # the gauges steer (or a 429 hold): timings only wait
         elif app_limited:
             self._new_round()  # not enough work to fill the limit: nothing learnt
@@ -334,7 +351,20 @@ class Controller:
         self._lo, self._hi = prev.limit, level.limit
         self._hi_rate = level.limit / level.unit
         self.phase = "search"
-        self._bisect()
+        guess = self._knee_guess()
+        if guess is not None and self._lo < guess < self._hi:
+            self._set(round(guess))  # Little's law on the line: try the knee itself
+        else:
+            self._bisect()
+
+    def _knee_guess(self) -> float | None:
+        """Where the no-queue line meets the saturated rate: n = rate x (c + k n)."""
+        if len(self._free) < 2:
+            return None
+        c = self._model(0.0)
+        k = self._model(1.0) - c
+        denom = 1.0 - self._hi_rate * k
+        return self._hi_rate * c / denom if denom > 0.05 and c > 0 else None
 
     def _model(self, limit: float) -> float:
         """Unit latency expected at ``limit`` with no queue at the server: a line
@@ -418,15 +448,15 @@ class Controller:
 
     # ------------------------------------------------------------ background
 
-    def _idle_sample(self, n: int, unit: float, now: float) -> None:
-        if n <= IDLE_IN_FLIGHT:
-            stale = now - self._idle_at > IDLE_REFRESH
-            if self._idle_unit is None or stale or unit < self._idle_unit:
-                self._idle_unit = unit
-                self._idle_at = now
-            if self._draining_from is not None:
-                self._set(self._draining_from)
-                self._draining_from = None
+    def _idle_sample(self, unit: float, now: float) -> None:
+        """A try sent and answered while we had (nearly) nothing else in flight."""
+        stale = now - self._idle_at > IDLE_REFRESH
+        if self._idle_unit is None or stale or unit < self._idle_unit:
+            self._idle_unit = unit
+            self._idle_at = now
+        if self._draining_from is not None:
+            self._set(self._draining_from)
+            self._draining_from = None
 
     def _background_round(self, level: Level, app_limited: bool) -> None:
         now = self.clock()
