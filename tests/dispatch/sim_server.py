@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import itertools
 import json
 import socket
@@ -110,11 +111,17 @@ class SimServer:
         app.router.add_get("/sim/stats", self._stats)
         app.router.add_post("/sim/reset", self._reset)
         app.on_startup.append(self._on_startup)
+        app.on_cleanup.append(self._on_cleanup)
         return app
 
     async def _on_startup(self, app: web.Application) -> None:
         self._wake = asyncio.Event()
-        app["stepper"] = asyncio.create_task(self._step_loop())
+        self._stepper = asyncio.create_task(self._step_loop())
+
+    async def _on_cleanup(self, app: web.Application) -> None:
+        self._stepper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._stepper
 
     def start(self) -> SimServer:
         """Serve in a thread of its own (its own event loop)."""
@@ -129,7 +136,6 @@ class SimServer:
             loop.run_until_complete(site.start())
             self._ready.set()
             loop.run_forever()
-            loop.run_until_complete(self._runner.cleanup())
             loop.close()
 
         self._thread = threading.Thread(target=run, name="sim-server", daemon=True)
@@ -138,7 +144,9 @@ class SimServer:
         return self
 
     def stop(self) -> None:
-        if self._loop is not None:
+        if self._loop is not None and self._runner is not None:
+            runner = self._runner
+            asyncio.run_coroutine_threadsafe(runner.cleanup(), self._loop).result(10)
             self._loop.call_soon_threadsafe(self._loop.stop)
         if self._thread is not None:
             self._thread.join(10)

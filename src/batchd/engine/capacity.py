@@ -334,7 +334,7 @@ class Controller:
         self._prev = level
         if prev is None:
             self._free.append(level)
-            self._set(level.limit * 8)
+            self._set(level.limit * (2 if self.load_known else 8))
             return
         factor = level.limit / prev.limit
         # Elasticity of throughput in load: 1 while every try adds its share, 0 past
@@ -343,7 +343,11 @@ class Controller:
         if gain >= KNEE_GAIN:
             self._free.append(level)
             if level.limit < self.ceiling:
-                self._set(level.limit * (8 if gain >= 0.8 else 4 if gain >= 0.6 else 2))
+                factor = 8 if gain >= 0.8 else 4 if gain >= 0.6 else 2
+                if self.load_known:
+                    # The gauges show a queue within a poll or two: overshoot little.
+                    factor = 2
+                self._set(level.limit * factor)
             else:
                 self._enter_hold(level.limit)  # at the ceiling and still gaining
             return
