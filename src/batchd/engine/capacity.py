@@ -8,26 +8,27 @@ they only wait in the server's queue, which delays everyone else's requests. The
 or, when the server publishes its load (``/metrics``), from that.
 
 **From timings** (BBR-like, in rounds). Each answer gives a *unit latency* ``u``
-(seconds per output token, or per request when the answer has no usage) and the
-number of our tries in flight ``n`` when it was sent; by Little's law ``n / u`` is
-the throughput at that load. A round measures it from tries sent once the pipe was
-full at the round's limit (earlier tries did not see the new load), so it lasts
-about one answer's latency.
+(seconds per output token, or per request when the answer has no usage). A round
+opens when the pipe is full at the round's limit; the first try sent into the full
+pipe is the last in line at the server, so it is the first to show a queue, and a
+round lasts about one answer's latency.
 
-- *startup*: the limit grows x4 per round while throughput grows nearly in
-  proportion, x2 while it still grows, so a 256-sequence server is reached within
-  a few round trips; when doubling the load adds less than :data:`KNEE_GAIN` of
-  what it could, the knee lies between the last two levels;
-- *search*: a bisection (geometric) between them for the smallest level that keeps
-  :data:`FULL` of the best throughput seen;
-- *hold*: stay there; every few rounds probe ~15% up (kept if throughput grows) or
-  ~13% down (kept if it does not drop), so the knee is followed as it moves and the
-  server's queue stays short; if latency rises with no gain in throughput (someone
-  else loads the server), cut in proportion.
+- *startup*: from 1 in flight, the limit grows x8, x4 or x2 per round while
+  throughput (Little's law: in flight / latency) grows at least as load ** KNEE_GAIN,
+  so a 256-sequence server is reached within four round trips;
+- *search*: the knee lies between the last two levels. A line through the levels
+  startup found free (a step costs a + b x running) gives the no-queue latency; where
+  it meets the saturated rate is the first guess, then a geometric bisection: a level
+  is *queued* when the slow tail of its tries comes back :data:`QUEUE_RISE` later
+  than the line says;
+- *hold*: stay there; every :data:`HOLD_ROUNDS` rounds probe 5% up and keep it only
+  if no queue shows; a queue at the held level (someone else loads the server) cuts
+  in proportion, and after a few cuts that do not help the slower server is taken as
+  the new normal.
 
-**From the server's load** (``running``/``waiting`` gauges, polled): grow while the
-server's queue is below a small lead (``max(2, running / 32)``), and when it is above,
-take back our share of the excess at once.
+**From the server's load** (``running``/``waiting`` gauges, polled): startup only
+doubles; a standing queue above a small lead (``max(1, running / 16)``) takes back
+our share of the excess at once; below half the lead the limit grows by 1/16.
 
 **Background mode** keeps the server's per-token latency within ``slowdown`` of
 what it is with us idle (measured on our own tries with at most
