@@ -33,11 +33,16 @@ async def test_429_cuts_once_per_round_trip_and_retry_after_pauses() -> None:
     lim.control.limit = 20.0  # as if startup had got there
     lim._resize()
     tokens = [await lim.acquire_send() for _ in range(20)]
-    lim.release_send(tokens[0], status=429, retry_after=0.2)
-    assert lim.window == 17 and lim.cuts == 1  # 85% of the 20 that were in flight
-    for t in tokens[1:]:
-        lim.release_send(t, status=429)  # same congestion event: no further cuts
-    assert lim.cuts == 1 and lim.window == 17
+    lim.release_send(tokens[-1], status=429, retry_after=0.2)
+    # 85% of what was in flight below the refused try (20 sent, the 20th refused).
+    assert lim.window == 16 and lim.cuts == 1
+    for t in tokens[-3:-1]:
+        lim.release_send(t, status=429)  # same congestion event: no further cuts ...
+    assert lim.cuts == 1
+    assert lim.window == 14  # ... but the burst was refused from its 18th try on
+    for t in tokens[:-3]:
+        lim.release_send(t, status=None)  # the rest fail without an answer
+    assert lim.window == 14
     # Retry-After pauses new tries.
     t0 = asyncio.get_running_loop().time()
     lim.release_send(await lim.acquire_send(), status=200)

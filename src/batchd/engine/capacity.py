@@ -26,8 +26,8 @@ round lasts about one answer's latency.
   in proportion, and after a few cuts that do not help the slower server is taken as
   the new normal.
 
-**From the server's load** (``running``/``waiting`` gauges, polled): startup only
-doubles; a standing queue above a small lead (``max(1, running / 16)``) takes back
+**From the server's load** (``running``/``waiting`` gauges, polled): startup grows
+at most x4 per round; a standing queue above a small lead (``max(1, running / 16)``) takes back
 our share of the excess at once; below half the lead the limit grows by 1/16.
 
 **Background mode** keeps the server's per-token latency within ``slowdown`` of
@@ -297,16 +297,27 @@ class Controller:
         now = self.clock()
         if retry_after:
             self.paused_until = max(self.paused_until, now + min(retry_after, RETRY_AFTER_CAP))
-        if ticket.epoch != self.epoch:
-            return  # sent before the last cut: that congestion was already answered
+        # Where the upstream refused: the tries in flight when this one was sent
+        # (a burst sent at once is refused from its first try over the limit on;
+        # those refusals come back quickly, while the burst is still in flight).
+        level = float(min(n, ticket.load))
+        if ticket.epoch != self.epoch - 1 and ticket.epoch != self.epoch:
+            return
+        if ticket.epoch == self.epoch - 1:
+            # Sent before the last cut: that congestion was already answered, but a
+            # lower refusal point from the same burst still lowers the limit.
+            if self._rate_cap is not None and level < self._rate_cap:
+                self._rate_cap = level
+                self._set(min(self.limit, max(1.0, math.floor((level - 1) * RATE_CUT))))
+            return
         self.epoch += 1
         self.cuts += 1
-        self._rate_cap = float(n)
+        self._rate_cap = level
         if self.phase in ("startup", "search"):
             self.phase = "hold"
         self._probe = None
         self._hold_until = now + max(HOLD_SECONDS, min(retry_after or 0.0, 5.0))
-        self._set(math.floor(min(self.limit, float(n)) * RATE_CUT))
+        self._set(max(1.0, math.floor(min(self.limit, level - 1) * RATE_CUT)))
 
     def _end_round(self, now: float, unit: float) -> None:
         span = max(1e-6, now - self._fill_time)
@@ -335,7 +346,7 @@ class Controller:
         self._prev = level
         if prev is None:
             self._free.append(level)
-            self._set(level.limit * (2 if self.load_known else 8))
+            self._set(level.limit * 8)
             return
         factor = level.limit / prev.limit
         # Elasticity of throughput in load: 1 while every try adds its share, 0 past
@@ -346,8 +357,7 @@ class Controller:
             if level.limit < self.ceiling:
                 factor = 8 if gain >= 0.8 else 4 if gain >= 0.6 else 2
                 if self.load_known:
-                    # The gauges show a queue within a poll or two: overshoot little.
-                    factor = 2
+                    factor = min(factor, 4)  # the gauges show an overshoot, but polls lag
                 self._set(level.limit * factor)
             else:
                 self._enter_hold(level.limit)  # at the ceiling and still gaining
@@ -480,7 +490,7 @@ class Controller:
         bound = idle * self.slowdown
         waiting = self.server_waiting if self.load_known else 0
         if level.unit > bound or (waiting or 0) > 0:
-            self._set(self.limit * 0.7)
+            self._set(self.limit * 0.8)
         elif level.unit < 0.85 * bound and not app_limited and now >= self._hold_until:
             self._set(self.limit + max(1.0, self.limit * 0.1))
         else:

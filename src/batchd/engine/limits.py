@@ -28,7 +28,7 @@ from typing import Any
 
 from batchd.engine.capacity import Controller, Ticket, completion_tokens
 
-LOAD_INTERVAL = 0.25
+LOAD_INTERVAL = 0.2
 """Seconds between reads of a server's load gauges."""
 LOAD_IDLE_AFTER = 5.0
 
