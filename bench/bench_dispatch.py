@@ -279,125 +279,140 @@ def p99(xs: list[float]) -> float:
 # ------------------------------------------------------------------------ main
 
 
+def case_big(sim: Sim, rows: list[tuple[str, str, str, str]]) -> None:
+    print("big server: cap 256, step 10 + 0.05n ms, 2000 x 50 tokens")
+    configure(sim, cap=256, a=0.010, b=0.00005)
+    best_c, best = sweep(sim, 2000, 50, [128, 256, 384, 512, 1024])
+    dflt = run_batch(sim, 2000, 50)
+    print(
+        f"    defaults  : {dflt['seconds']:6.2f} s  {dflt['tok_s']:8.0f} tok/s  "
+        f"queue wait {dflt['queue_wait']:.2f} s"
+    )
+    rows.append(
+        (
+            "big server (cap 256)",
+            f"{dflt['tok_s'] / best['tok_s']:.2f}x",
+            f"best fixed {best_c}",
+            ">= 0.95x",
+        )
+    )
+
+
+def case_small(sim: Sim, rows: list[tuple[str, str, str, str]]) -> None:
+    print("small server: cap 4, step 30 + 20n ms, 80 x 20 tokens")
+    configure(sim, cap=4, a=0.030, b=0.020)
+    best_c, best = sweep(sim, 80, 20, [2, 4, 8])
+    dflt = run_batch(sim, 80, 20)
+    print(
+        f"    defaults  : {dflt['seconds']:6.2f} s  {dflt['tok_s']:8.0f} tok/s  "
+        f"queue wait {dflt['queue_wait']:.2f} s"
+    )
+    rows.append(
+        (
+            "small server (cap 4)",
+            f"{dflt['tok_s'] / best['tok_s']:.2f}x",
+            f"best fixed {best_c}",
+            ">= 0.95x",
+        )
+    )
+    rows.append(("small server: mean queue wait", f"{dflt['queue_wait']:.2f} s", "", "<= 1 s"))
+
+
+def case_shared(sim: Sim, rows: list[tuple[str, str, str, str]]) -> None:
+    print("shared server: cap 32, step 10 + 0.3n ms, online client 1 req / 0.25 s")
+    cap, a, b, online_tokens = 32, 0.010, 0.0003, 20
+    configure(sim, cap=cap, a=a, b=b)
+    online = Online(sim.base_url).start()
+    time.sleep(15)
+    alone = online.stop()
+    free = cap / (a + b * cap) - online_tokens / 0.25
+    results = {}
+    for name, extra in (("defaults", {}), ("background", {"args": ["--upstream-background"]})):
+        online = Online(sim.base_url).start()
+        results[name] = run_batch(sim, 600, 20, **extra)  # type: ignore[arg-type]
+        results[name]["online"] = online.stop()
+    print(f"    online alone: p99 {p99(alone) * 1000:.0f} ms ({len(alone)} requests)")
+    for name, r in results.items():
+        print(
+            f"    {name:10s}: online p99 {p99(r['online']) * 1000:.0f} ms, "
+            f"batch {r['tok_s']:.0f} tok/s "
+            f"({r['tok_s'] / free:.0%} of the {free:.0f} tok/s left free)"
+        )
+    bg = results["background"]
+    rows.append(
+        (
+            "shared: online p99 / alone, defaults",
+            f"{p99(results['defaults']['online']) / p99(alone):.2f}x",
+            "",
+            "(today 8.9x)",
+        )
+    )
+    rows.append(
+        (
+            "shared: online p99 / alone, background",
+            f"{p99(bg['online']) / p99(alone):.2f}x",
+            "",
+            "<= 1.5x",
+        )
+    )
+    rows.append(("shared: batch share of free capacity", f"{bg['tok_s'] / free:.0%}", "", ">= 40%"))
+
+
+def case_rate(sim: Sim, rows: list[tuple[str, str, str, str]]) -> None:
+    print("rate-limited provider: 429 beyond 16 in flight, 2000 x 10 tokens")
+    configure(sim, cap=1000, a=0.010, b=0.0, reject_above=16, retry_after=0.05)
+    at_n = run_batch(sim, 2000, 10, **fixed(16))
+    dflt = run_batch(sim, 2000, 10)
+    print(
+        f"    fixed 16  : {at_n['seconds']:6.2f} s   defaults: {dflt['seconds']:6.2f} s, "
+        f"{dflt['refused']} of {dflt['tries']} tries refused"
+    )
+    rows.append(
+        (
+            "rate-limited: vs 16 in flight",
+            f"{dflt['tok_s'] / at_n['tok_s']:.2f}x",
+            "",
+            ">= 0.9x",
+        )
+    )
+    rows.append(
+        (
+            "rate-limited: tries refused",
+            f"{dflt['refused'] / max(1, dflt['tries']):.1%}",
+            "",
+            "<= 2%",
+        )
+    )
+
+
+def case_vllm(sim: Sim, rows: list[tuple[str, str, str, str]]) -> None:
+    print("vLLM /metrics: big server publishing its gauges, 2000 x 50 tokens")
+    configure(sim, cap=256, a=0.010, b=0.00005, metrics=True)
+    vllm = run_batch(sim, 2000, 50)
+    print(
+        f"    defaults  : {vllm['seconds']:6.2f} s, mean running {vllm['running']:.0f}, "
+        f"mean waiting {vllm['waiting']:.1f}"
+    )
+    rows.append(("vLLM metrics: mean running (cap 256)", f"{vllm['running']:.0f}", "", "near 256"))
+    rows.append(("vLLM metrics: mean waiting", f"{vllm['waiting']:.1f}", "", "near 0"))
+
+
+CASES = {"big": case_big, "small": case_small, "shared": case_shared, "rate": case_rate,
+         "vllm": case_vllm}  # fmt: skip
+
+
 def main() -> None:
-    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", default=",".join(CASES), help="comma-separated subset")
+    wanted = parser.parse_args().cases.split(",")
     sim = Sim()
     rows: list[tuple[str, str, str, str]] = []
     try:
-        print("big server: cap 256, step 10 + 0.05n ms, 2000 x 50 tokens")
-        configure(sim, cap=256, a=0.010, b=0.00005)
-        best_c, best = sweep(sim, 2000, 50, [128, 256, 384, 512, 1024])
-        dflt = run_batch(sim, 2000, 50)
-        print(
-            f"    defaults  : {dflt['seconds']:6.2f} s  {dflt['tok_s']:8.0f} tok/s  "
-            f"queue wait {dflt['queue_wait']:.2f} s"
-        )
-        rows.append(
-            (
-                "big server (cap 256)",
-                f"{dflt['tok_s'] / best['tok_s']:.2f}x",
-                f"best fixed {best_c}",
-                ">= 0.95x",
-            )
-        )
-
-        print("small server: cap 4, step 30 + 20n ms, 80 x 20 tokens")
-        configure(sim, cap=4, a=0.030, b=0.020)
-        best_c, best = sweep(sim, 80, 20, [2, 4, 8])
-        dflt = run_batch(sim, 80, 20)
-        print(
-            f"    defaults  : {dflt['seconds']:6.2f} s  {dflt['tok_s']:8.0f} tok/s  "
-            f"queue wait {dflt['queue_wait']:.2f} s"
-        )
-        rows.append(
-            (
-                "small server (cap 4)",
-                f"{dflt['tok_s'] / best['tok_s']:.2f}x",
-                f"best fixed {best_c}",
-                ">= 0.95x",
-            )
-        )
-        rows.append(("small server: mean queue wait", f"{dflt['queue_wait']:.2f} s", "", "<= 1 s"))
-
-        print("shared server: cap 32, step 10 + 0.3n ms, online client 1 req / 0.25 s")
-        cap, a, b, online_tokens = 32, 0.010, 0.0003, 20
-        configure(sim, cap=cap, a=a, b=b)
-        online = Online(sim.base_url).start()
-        time.sleep(15)
-        alone = online.stop()
-        free = cap / (a + b * cap) - online_tokens / 0.25
-        results = {}
-        for name, extra in (("defaults", {}), ("background", {"args": ["--upstream-background"]})):
-            online = Online(sim.base_url).start()
-            results[name] = run_batch(sim, 600, 20, **extra)  # type: ignore[arg-type]
-            results[name]["online"] = online.stop()
-        print(f"    online alone: p99 {p99(alone) * 1000:.0f} ms ({len(alone)} requests)")
-        for name, r in results.items():
-            print(
-                f"    {name:10s}: online p99 {p99(r['online']) * 1000:.0f} ms, "
-                f"batch {r['tok_s']:.0f} tok/s "
-                f"({r['tok_s'] / free:.0%} of the {free:.0f} tok/s left free)"
-            )
-        bg = results["background"]
-        rows.append(
-            (
-                "shared: online p99 / alone, defaults",
-                f"{p99(results['defaults']['online']) / p99(alone):.2f}x",
-                "",
-                "(today 8.9x)",
-            )
-        )
-        rows.append(
-            (
-                "shared: online p99 / alone, background",
-                f"{p99(bg['online']) / p99(alone):.2f}x",
-                "",
-                "<= 1.5x",
-            )
-        )
-        rows.append(
-            ("shared: batch share of free capacity", f"{bg['tok_s'] / free:.0%}", "", ">= 40%")
-        )
-
-        print("rate-limited provider: 429 beyond 16 in flight, 2000 x 10 tokens")
-        configure(sim, cap=1000, a=0.010, b=0.0, reject_above=16, retry_after=0.05)
-        at_n = run_batch(sim, 2000, 10, **fixed(16))
-        dflt = run_batch(sim, 2000, 10)
-        print(
-            f"    fixed 16  : {at_n['seconds']:6.2f} s   defaults: {dflt['seconds']:6.2f} s, "
-            f"{dflt['refused']} of {dflt['tries']} tries refused"
-        )
-        rows.append(
-            (
-                "rate-limited: vs 16 in flight",
-                f"{dflt['tok_s'] / at_n['tok_s']:.2f}x",
-                "",
-                ">= 0.9x",
-            )
-        )
-        rows.append(
-            (
-                "rate-limited: tries refused",
-                f"{dflt['refused'] / max(1, dflt['tries']):.1%}",
-                "",
-                "<= 2%",
-            )
-        )
-
-        print("vLLM /metrics: big server publishing its gauges, 2000 x 50 tokens")
-        configure(sim, cap=256, a=0.010, b=0.00005, metrics=True)
-        vllm = run_batch(sim, 2000, 50)
-        print(
-            f"    defaults  : {vllm['seconds']:6.2f} s, mean running {vllm['running']:.0f}, "
-            f"mean waiting {vllm['waiting']:.1f}"
-        )
-        rows.append(
-            ("vLLM metrics: mean running (cap 256)", f"{vllm['running']:.0f}", "", "near 256")
-        )
-        rows.append(("vLLM metrics: mean waiting", f"{vllm['waiting']:.1f}", "", "near 0"))
+        for name in wanted:
+            CASES[name](sim, rows)
     finally:
         sim.stop()
-
+    print("(the machine may be shared: ratios are measured within this one run)")
     print()
     print(f"{'case':42s} {'measured':>10s}  {'baseline':16s} target")
     for case, value, base, target in rows:
