@@ -90,7 +90,7 @@ class VirtualServer:
         return self.now
 
     def _top_up(self, ctl: Controller) -> None:
-        while self._sent < self._total and ctl.in_flight < int(ctl.limit):
+        while self._sent < self._total and ctl.in_flight < int(ctl.window):
             if self.now < ctl.paused_until:
                 return
             ticket = ctl.send()

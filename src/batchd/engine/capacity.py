@@ -77,6 +77,8 @@ LOAD_POLLS = 4
 LOAD_FRESH = 2.0
 """Server load gauges older than this (seconds) are not used."""
 RETRY_AFTER_CAP = 60.0
+RAMP_SHARE = 0.1
+"""Startup spreads a raise over this share of an answer's latency."""
 
 _USAGE_TOKENS = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
 
@@ -127,6 +129,10 @@ class Controller:
         )
         start = self.ceiling if not adaptive else 1 if background else INITIAL
         self.limit = float(min(self.ceiling, start))
+        self._ramp_from = self.limit
+        self._ramp_start = -math.inf
+        self._ramp_time = 0.0
+        self._latency = 0.0
         self.in_flight = 0
         self.epoch = 0
         self.cuts = 0
@@ -213,6 +219,7 @@ class Controller:
             # the last of each burst of tries, and those come back a turnover later.
             self._post.append(unit)
             if self.phase == "startup":
+                self._latency = now - ticket.sent
                 self._end_round(now, unit)
                 return
             if self._round_end is None:
@@ -253,6 +260,20 @@ class Controller:
         self.limit = min(self.limit, float(self.ceiling))
 
     @property
+    def window(self) -> float:
+        """Tries that may be in flight right now: the limit, except while startup raises
+        it, spread over a tenth of an answer's latency, so that a rate-limited
+        upstream refuses the few tries sent before its first 429 is back, not the
+        whole raise."""
+        if self._ramp_time <= 0:
+            return self.limit
+        done = (self.clock() - self._ramp_start) / self._ramp_time
+        if done >= 1:
+            self._ramp_time = 0.0
+            return self.limit
+        return self._ramp_from + (self.limit - self._ramp_from) * done
+
+    @property
     def load_known(self) -> bool:
         return self.clock() - self._load_at < LOAD_FRESH
 
@@ -268,7 +289,13 @@ class Controller:
     # --------------------------------------------------------------- internal
 
     def _set(self, limit: float) -> None:
+        old = self.window
         self.limit = max(1.0, min(float(self.ceiling), limit))
+        if self.phase == "startup" and self.limit > old:
+            self._ramp_from, self._ramp_start = old, self.clock()
+            self._ramp_time = RAMP_SHARE * self._latency
+        else:
+            self._ramp_time = 0.0
         self._waits.clear()  # judge the gauges afresh at the new limit
         self._new_round()
 

@@ -31,6 +31,7 @@ from batchd.engine.capacity import Controller, Ticket, completion_tokens
 LOAD_INTERVAL = 0.2
 """Seconds between reads of a server's load gauges."""
 LOAD_IDLE_AFTER = 5.0
+RAMP_TICK = 0.005
 
 
 def share_of(limit: int, me: str, participants: Iterable[str]) -> int:
@@ -127,9 +128,10 @@ class BackendLimit:
             self.ceiling, adaptive=adaptive, background=background, slowdown=slowdown
         )
         self._slots = _Gate(self.ceiling)
-        self._sends = _Gate(max(1, int(self.control.limit)))
+        self._sends = _Gate(max(1, int(self.control.window)))
         self._probe = probe
         self._poller: asyncio.Task[None] | None = None
+        self._ramping: asyncio.TimerHandle | None = None
         self.last_used = 0.0
 
     @property
@@ -190,8 +192,16 @@ class BackendLimit:
         self._resize()
 
     def _resize(self) -> None:
-        self._sends.capacity = max(1, int(self.control.limit))
+        window = self.control.window
+        self._sends.capacity = max(1, int(window))
         self._sends._grant()
+        if window < self.control.limit and self._ramping is None:
+            # A raise spread over time: let the gate grow again in a moment.
+            self._ramping = asyncio.get_running_loop().call_later(RAMP_TICK, self._ramp)
+
+    def _ramp(self) -> None:
+        self._ramping = None
+        self._resize()
 
     # ----------------------------------------------------------------- load
 
@@ -199,7 +209,10 @@ class BackendLimit:
         """Read the server's load while we send to it; stop when it publishes none."""
         try:
             while self.busy or time.monotonic() - self.last_used < LOAD_IDLE_AFTER:
-                load = await probe()
+                try:
+                    load = await probe()
+                except Exception:  # a probe bug must not stop the batch: timings only
+                    load = None
                 if load is None:
                     self._probe = None  # nothing published there: timings only, no more asking
                     return
