@@ -64,7 +64,7 @@ FULL = 0.95
 """Without a latency line: a level getting this share of the saturated rate is past the knee."""
 QUEUE_RISE = 1.15
 """A try back this much later than the no-queue latency line says has queued."""
-HOLD_ROUNDS = 5
+HOLD_ROUNDS = 3
 """Rounds at the knee between probes."""
 RATE_CUT = 0.85
 """A 429 leaves this share of the tries that were in flight."""
@@ -78,7 +78,9 @@ LOAD_FRESH = 2.0
 """Server load gauges older than this (seconds) are not used."""
 RETRY_AFTER_CAP = 60.0
 RAMP_SHARE = 0.1
-"""Startup spreads a raise over this share of an answer's latency."""
+RAMP_MIN = 0.1
+"""Startup spreads a raise over this share of an answer's latency, and at least this
+many seconds (a refusal's round trip through a busy event loop is some milliseconds)."""
 
 _USAGE_TOKENS = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
 
@@ -262,7 +264,7 @@ class Controller:
     @property
     def window(self) -> float:
         """Tries that may be in flight right now: the limit, except while startup raises
-        it, spread over a tenth of an answer's latency, so that a rate-limited
+        it, spread over a tenth of an answer's latency (at least 0.1 s), so that a rate-limited
         upstream refuses the few tries sent before its first 429 is back, not the
         whole raise."""
         if self._ramp_time <= 0:
@@ -293,7 +295,7 @@ class Controller:
         self.limit = max(1.0, min(float(self.ceiling), limit))
         if self.phase == "startup" and self.limit > old:
             self._ramp_from, self._ramp_start = old, self.clock()
-            self._ramp_time = RAMP_SHARE * self._latency
+            self._ramp_time = max(RAMP_MIN, RAMP_SHARE * self._latency)
         else:
             self._ramp_time = 0.0
         self._waits.clear()  # judge the gauges afresh at the new limit
