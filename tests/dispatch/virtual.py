@@ -12,7 +12,8 @@ import collections
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from batchd.engine.capacity import Controller, Ticket
+from batchd.engine.capacity import Controller
+from batchd.engine.tries import Ticket
 
 
 @dataclass

@@ -48,11 +48,11 @@ simulated time; :mod:`batchd.engine.limits` wires it to real tries.
 from __future__ import annotations
 
 import math
-import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Literal
+
+from batchd.engine.tries import Level, Ticket
 
 Phase = Literal["startup", "search", "hold", "background", "fixed"]
 
@@ -81,33 +81,6 @@ RAMP_SHARE = 0.1
 RAMP_MIN = 0.1
 """Startup spreads a raise over this share of an answer's latency, and at least this
 many seconds (a refusal's round trip through a busy event loop is some milliseconds)."""
-
-_USAGE_TOKENS = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
-
-
-def completion_tokens(body: bytes) -> int | None:
-    """Output tokens from an answer's usage, without parsing the whole body."""
-    m = _USAGE_TOKENS.search(body)
-    return int(m.group(1)) if m else None
-
-
-@dataclass(frozen=True, slots=True)
-class Ticket:
-    """Handed out per try; tells the controller when and under which cut it was sent."""
-
-    sent: float
-    epoch: int
-    seq: int
-    load: int
-    """Our tries in flight once this one was sent."""
-
-
-@dataclass(slots=True)
-class Level:
-    limit: float
-    rate: float
-    unit: float
-
 
 class Controller:
     """The limit of one backend in one worker (see the module docstring)."""

@@ -26,7 +26,8 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
-from batchd.engine.capacity import Controller, Ticket, completion_tokens
+from batchd.engine.capacity import Controller
+from batchd.engine.tries import Ticket, completion_tokens
 
 LOAD_INTERVAL = 0.2
 """Seconds between reads of a server's load gauges."""
