@@ -162,3 +162,24 @@ def test_background_flag_and_dashboard_panel(start_batchd: StartBatchd, sim: Sim
         time.sleep(0.2)
         done = server.client.batches.retrieve(batch.id)
     assert done.status == "completed" and done.request_counts.completed == 60
+
+
+def test_lines_sharing_a_prefix_hit_the_servers_prefix_cache(
+    start_batchd: StartBatchd, sim: SimServer
+) -> None:
+    # Four system prompts interleaved line by line, a cache that holds two: sent in
+    # file order every request would evict the prefix the next one needs.
+    sim.reset(SimConfig(cap=8, a=0.005, b=0.0005, prefix_cache=2))
+    server = start_batchd(upstream=sim.base_url)
+    systems = [f"You label tickets, style {k}. " + "Example: ... " * 40 for k in range(4)]
+    batch_lines = []
+    for i in range(80):
+        line = chat_line(i, model="sim")
+        line["body"]["messages"].insert(0, {"role": "system", "content": systems[i % 4]})
+        line["body"]["max_tokens"] = 4
+        batch_lines.append(line)
+    batch = run_batch(server.client, batch_lines, timeout=120)
+    assert batch.status == "completed" and batch.request_counts.completed == 80
+    stats = sim.snapshot()
+    assert stats["prefix_hits"] + stats["prefix_misses"] == 80
+    assert stats["prefix_hits"] >= 60, stats  # in file order: 0 hits
