@@ -42,6 +42,13 @@ ENGINE_OPTIONS: dict[str, object] = {
         Optional[int],  # noqa: UP045
         typer.Option(help="Most requests in flight to --upstream (across all workers)."),
     ],
+    "upstream_background": Annotated[
+        Optional[bool],  # noqa: UP045
+        typer.Option(
+            "--upstream-background",
+            help="--upstream is shared with online traffic: use only what it leaves free.",
+        ),
+    ],
     "config": Annotated[
         Optional[Path], typer.Option("--config", help="TOML file: backends, routes, settings.")  # noqa: UP045
     ],

@@ -46,8 +46,31 @@ class BackendConfig(BaseModel):
         default_factory=lambda: ["*"],
         description="Model names or glob patterns (fnmatch) routed to this backend.",
     )
-    concurrency: int = Field(default=64, ge=1, description="Most requests in flight at once.")
+    concurrency: int = Field(
+        default=1024,
+        ge=1,
+        description="Most requests in flight at once, across all workers: a ceiling; under "
+        "it batchd finds the server's capacity itself.",
+    )
     timeout: float = Field(default=600.0, gt=0, description="Seconds before one request times out.")
+    background: bool = Field(
+        default=False,
+        description="Shared server: use only what online traffic leaves free (keep its queue "
+        "empty, per-token latency within background_slowdown of batchd idle).",
+    )
+    background_slowdown: float = Field(
+        default=1.5, ge=1.0, description="Background mode: most per-token slowdown allowed."
+    )
+    request_priority: int | None = Field(
+        default=None,
+        description="Sent as the body's `priority` with every request (vLLM "
+        "--scheduling-policy priority: a higher value is served later); unset: not sent.",
+    )
+    metrics_url: str | None = Field(
+        default=None,
+        description="Where the server publishes Prometheus load gauges (vLLM, SGLang, "
+        "llama.cpp, TGI); default: /metrics beside the base URL; 'off': timings only.",
+    )
 
     def resolved_api_key(self) -> str | None:
         if self.api_key_env:
@@ -88,7 +111,14 @@ class Settings(BaseSettings):
     )
     upstream_api_key: str | None = Field(default=None, description="API key for --upstream.")
     upstream_concurrency: int = Field(
-        default=64, ge=1, description="Most requests in flight to --upstream at once."
+        default=1024,
+        ge=1,
+        description="Most requests in flight to --upstream at once (a ceiling; batchd finds "
+        "the server's capacity under it).",
+    )
+    upstream_background: bool = Field(
+        default=False,
+        description="--upstream is shared with online traffic: use only what it leaves free.",
     )
     upstream_timeout: float = Field(
         default=600.0, gt=0, description="Per-request timeout, seconds."
@@ -132,8 +162,9 @@ class Settings(BaseSettings):
     max_shards: int = Field(default=8, ge=1, description="Shards one worker runs at once.")
     adaptive_concurrency: bool = Field(
         default=True,
-        description="Adapt each backend's concurrency (AIMD): halve on 429, probe upward on "
-        "success, up to the backend's share of its configured limit.",
+        description="Seek each backend's capacity (the knee where more in flight stops adding "
+        "throughput) under its share of the configured ceiling; cut on 429. Off: always the "
+        "full share.",
     )
     sqlite_synchronous: str = Field(
         default="NORMAL", description="SQLite synchronous mode: NORMAL (crash-safe) or FULL."
@@ -221,6 +252,7 @@ class Settings(BaseSettings):
                     models=["*"],
                     concurrency=self.upstream_concurrency,
                     timeout=self.upstream_timeout,
+                    background=self.upstream_background,
                 )
             )
         return backends

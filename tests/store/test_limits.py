@@ -28,29 +28,43 @@ async def test_limits_follow_the_registry() -> None:
     assert lim.ceiling == 12
 
 
-async def test_aimd_slow_start_cut_and_retry_after() -> None:
+async def test_429_cuts_once_per_round_trip_and_retry_after_pauses() -> None:
     lim = BackendLimit("up", 64)
-    assert lim.window == 4
-    for _ in range(20):
-        lim.release_send(await lim.acquire_send(), status=200)
-    assert lim.window == 24  # +1 per success until the first 429
-    tokens = [await lim.acquire_send() for _ in range(10)]
-    lim.release_send(tokens[0], status=429, retry_after=0.2)
-    assert lim.window == 5 and lim.cuts == 1  # half of what was in flight
-    for t in tokens[1:]:
-        lim.release_send(t, status=429)  # same congestion event: no further cuts
+    lim.control.limit = 20.0  # as if startup had got there
+    lim._resize()
+    tokens = [await lim.acquire_send() for _ in range(20)]
+    lim.release_send(tokens[-1], status=429, retry_after=0.2)
+    # 85% of what was in flight below the refused try (20 sent, the 20th refused).
+    assert lim.window == 16 and lim.cuts == 1
+    for t in tokens[-3:-1]:
+        lim.release_send(t, status=429)  # same congestion event: no further cuts ...
     assert lim.cuts == 1
+    assert lim.window == 14  # ... but the burst was refused from its 18th try on
+    for t in tokens[:-3]:
+        lim.release_send(t, status=None)  # the rest fail without an answer
+    assert lim.window == 14
     # Retry-After pauses new tries.
     t0 = asyncio.get_running_loop().time()
     lim.release_send(await lim.acquire_send(), status=200)
     assert asyncio.get_running_loop().time() - t0 >= 0.15
+    # A 429 to a try sent after the cut is a new congestion event.
+    lim.release_send(await lim.acquire_send(), status=429)
+    assert lim.cuts == 2 and lim.window < 17
 
 
-async def test_window_bounds_tries_in_flight() -> None:
+async def test_limit_bounds_tries_in_flight() -> None:
     lim = BackendLimit("up", 8)
+    lim.control.limit = 4.0
+    lim._resize()
     held = [await lim.acquire_send() for _ in range(4)]
     waiter = asyncio.create_task(lim.acquire_send())
     await asyncio.sleep(0.01)
-    assert not waiter.done()  # window of 4 is full
+    assert not waiter.done()  # a limit of 4 is full
     lim.release_send(held.pop(), status=200)
     await asyncio.wait_for(waiter, 1)
+
+
+async def test_not_adaptive_sends_at_the_ceiling() -> None:
+    lim = BackendLimit("up", 8, adaptive=False)
+    held = [await lim.acquire_send() for _ in range(8)]
+    assert lim.window == 8 and len(held) == 8

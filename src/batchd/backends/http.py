@@ -14,6 +14,7 @@ import time
 import aiohttp
 
 from batchd.backends.base import BackendResponse, BackendUnavailable
+from batchd.backends.load import metrics_url_for, parse_load
 from batchd.ids import next_request_token
 from batchd.settings import BackendConfig
 
@@ -29,6 +30,14 @@ class HttpBackend:
             self._headers["Authorization"] = f"Bearer {key}"
         self._session: aiohttp.ClientSession | None = None
         self._urls: dict[str, str] = {}
+        self.metrics_url = metrics_url_for(config.base_url, config.metrics_url)
+        # The priority field is spliced in front of the user's own fields, so a
+        # `priority` the user wrote in the line still wins (JSON: last key wins).
+        self._priority = (
+            f'{{"priority":{config.request_priority},'.encode()
+            if config.request_priority is not None
+            else None
+        )
 
     def model_ids(self) -> list[str]:
         return [m for m in self.config.models if not any(c in m for c in "*?[")]
@@ -54,6 +63,8 @@ class HttpBackend:
             url = self._urls.get(endpoint)
             if url is None:
                 url = self._urls[endpoint] = self.url_for(endpoint)
+            if self._priority is not None:
+                body = with_priority(body, self._priority)
             async with self._client().post(url, data=body, allow_redirects=False) as resp:
                 data = await resp.read()
                 headers = resp.headers
@@ -91,11 +102,32 @@ class HttpBackend:
             return []
         return [m["id"] for m in items if isinstance(m, dict) and isinstance(m.get("id"), str)]
 
+    async def server_load(self) -> tuple[int, int] | None:
+        """``(running, waiting)`` from the server's load gauges; None if it has none."""
+        if self.metrics_url is None:
+            return None
+        try:
+            async with self._client().get(
+                self.metrics_url, timeout=aiohttp.ClientTimeout(total=2)
+            ) as resp:
+                if resp.status != 200:
+                    return None
+                text = await resp.text(errors="replace")
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            return None
+        return parse_load(text)
+
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
             # Let aiohttp close the transports before the loop goes away.
             await asyncio.sleep(0)
+
+
+def with_priority(body: bytes, prefix: bytes) -> bytes:
+    """``body`` (a JSON object) with ``"priority": N`` as its first field."""
+    inner = body.lstrip()[1:].lstrip()
+    return prefix[:-1] + b"}" if inner.startswith(b"}") else prefix + inner
 
 
 def parse_retry_after(ms: str | None, value: str | None) -> float | None:

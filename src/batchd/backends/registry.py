@@ -18,12 +18,24 @@ def build_router(settings: Settings) -> Router:
     routes: list[Route] = []
     for config in settings.all_backends():
         backend = HttpBackend(config)
-        routes.extend(Route(pattern, backend, config.concurrency) for pattern in config.models)
+        routes.extend(
+            Route(
+                pattern,
+                backend,
+                config.concurrency,
+                background=config.background,
+                slowdown=config.background_slowdown,
+            )
+            for pattern in config.models
+        )
     fallback = None
     if settings.local_enabled:
         local = _local_backend(settings)
         if local is not None:
-            fallback = Route("*", local, int(settings.local.get("concurrency", LOCAL_CONCURRENCY)))
+            # The embedded engine batches what it is given in-process: it gets its
+            # configured concurrency as it is, no capacity seeking over HTTP timings.
+            concurrency = int(settings.local.get("concurrency", LOCAL_CONCURRENCY))
+            fallback = Route("*", local, concurrency, adaptive=False)
     return Router(routes, fallback)
 
 

@@ -13,6 +13,13 @@ class Route:
     pattern: str
     backend: Backend
     concurrency: int
+    """The ceiling on tries in flight to this backend, across all workers."""
+    adaptive: bool = True
+    """Seek the backend's capacity under the ceiling (off: always the ceiling)."""
+    background: bool = False
+    """Only use what others leave free (engine/capacity.py)."""
+    slowdown: float = 1.5
+    """Background mode: most per-token slowdown batchd may cause."""
 
 
 class Router:

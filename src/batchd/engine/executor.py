@@ -3,7 +3,9 @@
 Concurrency is bounded per backend (engine/limits.py): a request holds a slot of
 this worker's share of the backend's limit from the first try until its result is
 durable, so at most ``concurrency`` requests per backend can be lost to a crash and
-re-sent; each try also waits for room in the backend's adaptive (AIMD) window.
+re-sent; each try also waits for room under the backend's capacity-seeking limit
+(engine/capacity.py). Lines go out in prompt-prefix order within a bounded window
+(engine/prefix.py), so server prefix caches hit.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import orjson
@@ -22,14 +24,19 @@ from batchd.blobs.base import BlobStore
 from batchd.engine import outcome
 from batchd.engine.events import Observers
 from batchd.engine.limits import BackendLimit, Limits
+from batchd.engine.prefix import in_prefix_order, prompt_key
 from batchd.engine.writer import ResultWriter
-from batchd.jsonl import iter_lines
+from batchd.jsonl import Line, iter_lines
 from batchd.retry import RetryPolicy
 from batchd.store.base import Store
 from batchd.store.records import ResultRow, ShardRecord
-from batchd.validation import LineError, parse_request_line
+from batchd.validation import LineError, Task, parse_request_line
 
 log = logging.getLogger(__name__)
+
+
+def _line_size(item: tuple[Line, Task]) -> int:
+    return item[0].end - item[0].start
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +69,14 @@ class Executor:
         self._grace = cancel_grace
 
     def _limit(self, route: Route) -> BackendLimit:
-        return self.limits.get(route.backend.name, route.concurrency)
+        return self.limits.get(
+            route.backend.name,
+            route.concurrency,
+            adaptive=route.adaptive,
+            background=route.background,
+            slowdown=route.slowdown,
+            probe=getattr(route.backend, "server_load", None),
+        )
 
     async def run(self, job: ShardJob, stopped: Callable[[], bool]) -> bool:
         """Run every line of the shard that has no result yet.
@@ -87,19 +101,11 @@ class Executor:
 
             task.add_done_callback(finished)
 
-        lines = iter_lines(
-            self._blobs.read(job.input_file_id, shard.start_offset, shard.end_offset),
-            first_number=shard.first_line,
-            base_offset=shard.start_offset,
-        )
-        async for line in lines:
-            if line.blank or line.number in done:
-                continue
+        async for line, parsed in in_prefix_order(
+            self._tasks(job, done), key=lambda lt: prompt_key(lt[1].body), size=_line_size
+        ):
             if stopped() or failures:
                 break
-            parsed = parse_request_line(line.data, line=line.number, endpoint=job.endpoint)
-            if isinstance(parsed, LineError):  # the file changed under us: never in practice
-                continue
             route = self._router.resolve(parsed.model)
             if route is None:
                 message = (
@@ -143,8 +149,24 @@ class Executor:
             return False
         return not stopped()
 
+    async def _tasks(self, job: ShardJob, done: set[int]) -> AsyncIterator[tuple[Line, Task]]:
+        """The shard's request lines that have no result yet, in file order."""
+        shard = job.shard
+        lines = iter_lines(
+            self._blobs.read(job.input_file_id, shard.start_offset, shard.end_offset),
+            first_number=shard.first_line,
+            base_offset=shard.start_offset,
+        )
+        async for line in lines:
+            if line.blank or line.number in done:
+                continue
+            parsed = parse_request_line(line.data, line=line.number, endpoint=job.endpoint)
+            if isinstance(parsed, LineError):  # the file changed under us: never in practice
+                continue
+            yield line, parsed
+
     async def _send(self, route: Route, endpoint: str, body: bytes) -> BackendResponse:
-        """One try, inside the backend's adaptive window (which learns from the answer)."""
+        """One try, under the backend's capacity-seeking limit (which learns from it)."""
         limit = self._limit(route)
         token = await limit.acquire_send()
         try:
@@ -152,7 +174,9 @@ class Executor:
         except BaseException:
             limit.release_send(token, status=None)
             raise
-        limit.release_send(token, status=resp.status_code, retry_after=resp.retry_after)
+        limit.release_send(
+            token, status=resp.status_code, retry_after=resp.retry_after, body=resp.body
+        )
         return resp
 
     async def _one(

@@ -1,21 +1,20 @@
-"""Per-backend concurrency: a shared ceiling, and an adaptive limit under it.
+"""Per-backend concurrency: a shared ceiling, and a capacity-seeking limit under it.
 
 Two numbers bound the requests of one backend in this process:
 
-- the **ceiling**: this worker's share of the backend's configured ``concurrency``.
-  Live workers register with heartbeats and say which backends they are sending
-  to (the ``workers`` table); the configured limit is divided among those workers
-  (:func:`share_of`), so the limit holds across all workers together. A line takes
-  a *slot* under the ceiling from its first try until its result is durable, which
-  also bounds what a crash can make us re-send.
-- the **window** (AIMD, as TCP does): how many tries may be at the upstream right
-  now. It starts small and grows by one per success until the first 429 (slow
-  start), then by one per window's worth of successes; a 429 halves it (once per
-  round trip: only answers to tries sent after the last cut count), pauses new
-  tries for the ``Retry-After`` the upstream asked for, and holds the window still
-  for a moment (``HOLD_SECONDS``) so that several workers probing one upstream do
-  not each bump into its limit every round trip. A rate-limited upstream is
-  thus driven near its limit with a few 429s per cut, not storms of them.
+- the **ceiling**: this worker's share of the backend's configured ``concurrency``
+  (default 1024: a ceiling, not a target). Live workers register with heartbeats
+  and say which backends they are sending to (the ``workers`` table); the
+  configured limit is divided among those workers (:func:`share_of`), so the limit
+  holds across all workers together. A line takes a *slot* under the ceiling from
+  its first try until its result is durable, which also bounds what a crash can
+  make us re-send.
+- the **limit** (:class:`~batchd.engine.capacity.Controller`): how many tries may
+  be at the upstream right now. It seeks the server's knee (where more in flight
+  stops adding throughput) from answer timings, or from the server's load gauges
+  when it publishes them (polled every :data:`LOAD_INTERVAL` while we send), cuts
+  on 429 and honours ``Retry-After``; in background mode it only takes what others
+  leave free.
 """
 
 from __future__ import annotations
@@ -24,12 +23,16 @@ import asyncio
 import collections
 import contextlib
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
 
-OVERLOAD_STATUS = frozenset({429})
-INITIAL_WINDOW = 4.0
-HOLD_SECONDS = 0.5
-_RETRY_AFTER_CAP = 60.0
+from batchd.engine.capacity import Controller
+from batchd.engine.tries import Ticket, completion_tokens
+
+LOAD_INTERVAL = 0.2
+"""Seconds between reads of a server's load gauges."""
+LOAD_IDLE_AFTER = 5.0
+RAMP_TICK = 0.005
 
 
 def share_of(limit: int, me: str, participants: Iterable[str]) -> int:
@@ -100,25 +103,47 @@ class _Gate:
         self._grant()
 
 
+LoadProbe = Callable[[], Awaitable["tuple[int, int] | None"]]
+"""Reads a server's ``(running, waiting)`` gauges; None when it publishes none."""
+
+
 class BackendLimit:
-    """Slots (the shared ceiling) and the adaptive send window of one backend."""
+    """Slots (the shared ceiling) and the capacity-seeking send limit of one backend."""
 
     def __init__(
-        self, name: str, configured: int, *, ceiling: int | None = None, adaptive: bool = True
+        self,
+        name: str,
+        configured: int,
+        *,
+        ceiling: int | None = None,
+        adaptive: bool = True,
+        background: bool = False,
+        slowdown: float = 1.5,
+        probe: LoadProbe | None = None,
     ) -> None:
         self.name = name
         self.configured = configured
         self.ceiling = max(1, ceiling if ceiling is not None else configured)
         self.adaptive = adaptive
+        self.control = Controller(
+            self.ceiling, adaptive=adaptive, background=background, slowdown=slowdown
+        )
         self._slots = _Gate(self.ceiling)
-        self.window = min(float(self.ceiling), INITIAL_WINDOW if adaptive else float(self.ceiling))
-        self._threshold = float(self.ceiling)
-        self._sends = _Gate(max(1, int(self.window)))
-        self._epoch = 0
-        self._hold_until = 0.0
-        self.cuts = 0
-        """Times the window was cut after a 429."""
+        self._sends = _Gate(max(1, int(self.control.window)))
+        self._probe = probe
+        self._poller: asyncio.Task[None] | None = None
+        self._ramping: asyncio.TimerHandle | None = None
         self.last_used = 0.0
+
+    @property
+    def window(self) -> float:
+        """The current send limit (tries at the upstream at once)."""
+        return self.control.limit
+
+    @property
+    def cuts(self) -> int:
+        """Times the limit was cut after a 429."""
+        return self.control.cuts
 
     # ---------------------------------------------------------------- slots
 
@@ -128,6 +153,8 @@ class BackendLimit:
 
     async def acquire_slot(self) -> None:
         self.last_used = time.monotonic()
+        if self._probe is not None and self.adaptive and self._poller is None:
+            self._poller = asyncio.create_task(self._poll(self._probe), name=f"load {self.name}")
         await self._slots.acquire()
 
     def release_slot(self) -> None:
@@ -137,57 +164,77 @@ class BackendLimit:
         ceiling = max(1, ceiling)
         if ceiling == self.ceiling:
             return
-        grew = ceiling > self.ceiling
         self.ceiling = self._slots.capacity = ceiling
-        if not self.adaptive and grew:
-            self.window = float(ceiling)
-        self.window = min(self.window, float(ceiling))
-        self._threshold = min(max(self._threshold, self.window), float(ceiling))
+        self.control.set_ceiling(ceiling)
         self._slots._grant()
         self._resize()
 
     # ---------------------------------------------------------------- sends
 
-    async def acquire_send(self) -> int:
-        """Wait for room in the window; returns a token for :meth:`release_send`."""
+    async def acquire_send(self) -> Ticket:
+        """Wait for room under the limit; returns a ticket for :meth:`release_send`."""
         await self._sends.acquire()
-        return self._epoch
+        return self.control.send()
 
     def release_send(
-        self, token: int, *, status: int | None, retry_after: float | None = None
+        self,
+        token: Ticket,
+        *,
+        status: int | None,
+        retry_after: float | None = None,
+        body: bytes | None = None,
     ) -> None:
-        if self.adaptive:
-            if status in OVERLOAD_STATUS:
-                self._overloaded(token, retry_after)
-            elif status is not None and status < 500:
-                self._succeeded()
+        tokens = completion_tokens(body) if body is not None and status == 200 else None
+        self.control.done(token, status=status, retry_after=retry_after, tokens=tokens)
+        pause = self.control.paused_until - time.monotonic()
+        if pause > 0:
+            self._sends.pause(pause)
         self._sends.release()
         self._resize()
 
-    def _succeeded(self) -> None:
-        if time.monotonic() < self._hold_until:
-            return
-        if self.window < self._threshold:
-            self.window += 1.0  # slow start: doubles every round trip
-        else:
-            self.window += 1.0 / self.window  # congestion avoidance: +1 per round trip
-        self.window = min(self.window, float(self.ceiling))
-
-    def _overloaded(self, token: int, retry_after: float | None) -> None:
-        if retry_after:
-            self._sends.pause(min(retry_after, _RETRY_AFTER_CAP))
-        if token != self._epoch:
-            return  # sent before the last cut: that congestion was already answered
-        self._epoch += 1
-        self.cuts += 1
-        # Tries in flight when the upstream pushed back is what it could not take.
-        self.window = max(1.0, min(self.window, float(self._sends.held)) / 2)
-        self._threshold = self.window
-        self._hold_until = time.monotonic() + max(HOLD_SECONDS, min(retry_after or 0, 5.0))
-
     def _resize(self) -> None:
-        self._sends.capacity = max(1, int(self.window))
+        window = self.control.window
+        self._sends.capacity = max(1, int(window))
         self._sends._grant()
+        if window < self.control.limit and self._ramping is None:
+            # A raise spread over time: let the gate grow again in a moment.
+            self._ramping = asyncio.get_running_loop().call_later(RAMP_TICK, self._ramp)
+
+    def _ramp(self) -> None:
+        self._ramping = None
+        self._resize()
+
+    # ----------------------------------------------------------------- load
+
+    async def _poll(self, probe: LoadProbe) -> None:
+        """Read the server's load while we send to it; stop when it publishes none."""
+        try:
+            while self.busy or time.monotonic() - self.last_used < LOAD_IDLE_AFTER:
+                try:
+                    load = await probe()
+                except Exception:  # a probe bug must not stop the batch: timings only
+                    load = None
+                if load is None:
+                    self._probe = None  # nothing published there: timings only, no more asking
+                    return
+                self.control.on_load(*load)
+                self._resize()
+                await asyncio.sleep(LOAD_INTERVAL)
+        finally:
+            self._poller = None
+
+    def snapshot(self) -> dict[str, Any]:
+        c = self.control
+        return {
+            "ceiling": self.ceiling,
+            "limit": round(c.limit, 2),
+            "in_flight": c.in_flight,
+            "server_queue": round(c.queue_estimate, 2),
+            "server_running": c.server_running if c.load_known else None,
+            "phase": c.phase,
+            "source": "metrics" if c.load_known else "timings",
+            "cuts": c.cuts,
+        }
 
 
 class Limits:
@@ -200,12 +247,29 @@ class Limits:
         self._shares: dict[str, list[str]] = {}
         self._me = ""
 
-    def get(self, name: str, configured: int) -> BackendLimit:
+    def get(
+        self,
+        name: str,
+        configured: int,
+        *,
+        adaptive: bool = True,
+        background: bool = False,
+        slowdown: float = 1.5,
+        probe: LoadProbe | None = None,
+    ) -> BackendLimit:
         limit = self._by_name.get(name)
         if limit is None:
             # A backend not seen before: take our share at once, not at the next heartbeat.
             ceiling = share_of(configured, self._me, self._shares.get(name, []))
-            limit = BackendLimit(name, configured, ceiling=ceiling, adaptive=self._adaptive)
+            limit = BackendLimit(
+                name,
+                configured,
+                ceiling=ceiling,
+                adaptive=self._adaptive and adaptive,
+                background=background,
+                slowdown=slowdown,
+                probe=probe,
+            )
             self._by_name[name] = limit
         return limit
 
@@ -230,8 +294,7 @@ class Limits:
         for name, limit in self._by_name.items():
             limit.set_ceiling(share_of(limit.configured, me, users.get(name, [])))
 
-    def snapshot(self) -> dict[str, dict[str, float]]:
-        return {
-            name: {"ceiling": lim.ceiling, "window": round(lim.window, 2), "cuts": lim.cuts}
-            for name, lim in self._by_name.items()
-        }
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        """Per backend: ceiling, limit, tries in flight, the server's queue (its gauge
+        or our estimate), what steers the limit; for metrics and the dashboard."""
+        return {name: lim.snapshot() for name, lim in sorted(self._by_name.items())}

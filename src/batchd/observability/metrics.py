@@ -8,7 +8,7 @@ are read from the store at scrape time and so describe every worker.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -22,6 +22,9 @@ _BACKEND_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 
 StoreGauges = Callable[[], Awaitable[tuple[dict[str, int], int]]]
 """Returns ``(batches per status, request lines not yet run)``."""
+LimitsSnapshot = Callable[[], Mapping[str, Mapping[str, Any]]]
+"""Per backend: ``limit``, ``ceiling``, ``in_flight``, ``server_queue``, ``server_running``
+(engine/limits.py ``Limits.snapshot``)."""
 
 
 class Metrics:
@@ -102,14 +105,62 @@ class Metrics:
             ["result"],
             registry=reg,
         )
+        self.backend_limit = Gauge(
+            "batchd_backend_concurrency_limit",
+            "Tries this process may have at a backend now (capacity-seeking limit).",
+            ["backend"],
+            registry=reg,
+        )
+        self.backend_ceiling = Gauge(
+            "batchd_backend_concurrency_ceiling",
+            "This process's share of the backend's configured concurrency ceiling.",
+            ["backend"],
+            registry=reg,
+        )
+        self.backend_in_flight = Gauge(
+            "batchd_backend_in_flight",
+            "Tries this process has at a backend now.",
+            ["backend"],
+            registry=reg,
+        )
+        self.backend_server_queue = Gauge(
+            "batchd_backend_server_queue",
+            "Requests waiting in the backend's own queue: its load gauge when it publishes "
+            "one, else batchd's estimate from answer timings.",
+            ["backend"],
+            registry=reg,
+        )
+        self.backend_server_running = Gauge(
+            "batchd_backend_server_running",
+            "Requests the backend says it is running (only for servers that publish it).",
+            ["backend"],
+            registry=reg,
+        )
         self._store_gauges: StoreGauges | None = None
+        self._limits: LimitsSnapshot | None = None
 
     def bind_store(self, gauges: StoreGauges) -> None:
         """Where the scrape-time gauges come from (bound once the store is open)."""
         self._store_gauges = gauges
 
+    def bind_limits(self, snapshot: LimitsSnapshot) -> None:
+        """Where the per-backend concurrency gauges come from (the worker's limits)."""
+        self._limits = snapshot
+
+    def _refresh_limits(self) -> None:
+        if self._limits is None:
+            return
+        for name, snap in self._limits().items():
+            self.backend_limit.labels(name).set(snap["limit"])
+            self.backend_ceiling.labels(name).set(snap["ceiling"])
+            self.backend_in_flight.labels(name).set(snap["in_flight"])
+            self.backend_server_queue.labels(name).set(snap["server_queue"])
+            if snap.get("server_running") is not None:
+                self.backend_server_running.labels(name).set(snap["server_running"])
+
     async def refresh(self) -> None:
-        """Re-read the store gauges; called on every scrape."""
+        """Re-read the store and limits gauges; called on every scrape."""
+        self._refresh_limits()
         if self._store_gauges is None:
             return
         counts, pending = await self._store_gauges()

@@ -55,8 +55,12 @@ def create_app(settings: Settings) -> FastAPI:
             for observer in (metrics, webhooks):
                 if observer is not None:
                     engine.observers.add(observer)
+        limits = (
+            worker.limits.snapshot if worker else engine.limits_snapshot if engine else dict
+        )
         if metrics is not None:
             metrics.bind_store(store.batch_gauges)
+            metrics.bind_limits(limits)
         app.state.keyring = KeyRing(settings.api_keys)
         app.state.batchd = AppState(
             settings=settings,
@@ -68,6 +72,7 @@ def create_app(settings: Settings) -> FastAPI:
             ),
             router=runtime.router,
             worker=worker,
+            limits=limits,
         )
         files = app.state.batchd.files
         app.state.ui = build_ui_state(

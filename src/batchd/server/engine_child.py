@@ -25,7 +25,7 @@ import sys
 from batchd.engine.events import Observers
 from batchd.engine.standalone import run_worker
 from batchd.engine.worker import Worker
-from batchd.server.engine_link import WAKE, EventForwarder
+from batchd.server.engine_link import LIMITS_SECONDS, WAKE, EventForwarder
 from batchd.server.logs import configure_logging
 from batchd.settings import Settings
 
@@ -71,12 +71,23 @@ async def run(settings: Settings, events_fd: int) -> None:
         os.set_blocking(0, False)
         loop.add_reader(0, _on_stdin, worker)
         forwarder.ready()
+        loop.call_soon(_send_limits, loop, forwarder, worker)
 
     try:
         await run_worker(settings, observers=Observers([forwarder]), on_start=started)
     finally:
         forwarder.flush()
         transport.close()
+
+
+def _send_limits(
+    loop: asyncio.AbstractEventLoop, forwarder: EventForwarder, worker: Worker
+) -> None:
+    """The dispatch state, once a second: the API process shows it (metrics, /ui)."""
+    snapshot = worker.limits.snapshot()
+    if snapshot:
+        forwarder.limits(snapshot)
+    loop.call_later(LIMITS_SECONDS, _send_limits, loop, forwarder, worker)
 
 
 def _on_stdin(worker: Worker) -> None:

@@ -26,8 +26,11 @@ from batchd.store.records import BatchRecord
 log = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 0.25
+LIMITS_SECONDS = 1.0
+"""How often the child sends its per-backend dispatch state (metrics, dashboard)."""
 WAKE = b"\n"
 READY = "ready"
+LIMITS = "limits"
 
 
 class EventForwarder:
@@ -69,6 +72,10 @@ class EventForwarder:
     def ready(self) -> None:
         self._send({READY: True})
 
+    def limits(self, snapshot: dict[str, Any]) -> None:
+        """The worker's per-backend limits (engine/limits.py ``Limits.snapshot``)."""
+        self._send({LIMITS: snapshot})
+
     def _later(self) -> None:
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(FLUSH_SECONDS, self.flush)
@@ -99,10 +106,12 @@ class EventReplayer:
         observers: Observers,
         lookup: Callable[[str], Awaitable[BatchRecord | None]],
         on_ready: Callable[[], None],
+        on_limits: Callable[[dict[str, Any]], None] = lambda _snapshot: None,
     ) -> None:
         self._observers = observers
         self._lookup = lookup
         self._on_ready = on_ready
+        self._on_limits = on_limits
         self._tasks: set[asyncio.Task[None]] = set()
 
     def replay(self, line: bytes) -> None:
@@ -129,6 +138,8 @@ class EventReplayer:
             task.add_done_callback(self._tasks.discard)
         if event.get(READY):
             self._on_ready()
+        if LIMITS in event:
+            self._on_limits(event[LIMITS])
 
     async def _finished(self, batch_id: str) -> None:
         batch = await self._lookup(batch_id)

@@ -24,6 +24,7 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from batchd.engine.events import Observers
 from batchd.server.engine_link import WAKE, EventReplayer
@@ -57,6 +58,11 @@ class EngineProcess:
         # The exit status of a first child that never got ready.
         self._failed: asyncio.Future[object] | None = None
         self.starts = 0
+        self.limits: dict[str, dict[str, Any]] = {}
+        """The child's per-backend dispatch state, as it last sent it."""
+
+    def _set_limits(self, snapshot: dict[str, Any]) -> None:
+        self.limits = snapshot
 
     @property
     def pid(self) -> int | None:
@@ -158,7 +164,9 @@ class EngineProcess:
         assert proc.stdin is not None
         proc.stdin.write(self._settings.model_dump_json().encode() + b"\n")
         log.info("engine process started (pid %d)", proc.pid)
-        replayer = EventReplayer(self.observers, self._lookup, self._ready.set)
+        replayer = EventReplayer(
+            self.observers, self._lookup, self._ready.set, on_limits=self._set_limits
+        )
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(limit=2**24)
         transport, _ = await loop.connect_read_pipe(
@@ -194,6 +202,20 @@ class EngineProcesses:
 
     async def start(self) -> None:
         await asyncio.gather(*(child.start() for child in self.children))
+
+    def limits_snapshot(self) -> dict[str, dict[str, Any]]:
+        """Per backend, as ``Limits.snapshot`` says it: from the one child, or added up
+        over several (each holds its share of the backend's ceiling)."""
+        if len(self.children) == 1:
+            return self.children[0].limits
+        total: dict[str, dict[str, Any]] = {}
+        for child in self.children:
+            for name, snap in child.limits.items():
+                into = total.setdefault(name, dict(snap))
+                if into is not snap and into != snap:
+                    for key in ("ceiling", "limit", "in_flight", "server_queue", "cuts"):
+                        into[key] = (into.get(key) or 0) + (snap.get(key) or 0)
+        return total
 
     def wake(self) -> None:
         for child in self.children:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.requests import Request
 
@@ -20,6 +22,9 @@ class AppState:
     batches: BatchService
     router: Router
     worker: Worker | None
+    limits: Callable[[], Mapping[str, Mapping[str, Any]]] = dict
+    """Per backend dispatch state (engine/limits.py ``Limits.snapshot``), from the worker
+    in this process or as the engine child last reported it; empty without an engine."""
 
 
 async def app_state(request: Request) -> AppState:

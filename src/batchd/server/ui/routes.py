@@ -21,7 +21,7 @@ from batchd.errors import NotFound
 from batchd.server.auth import KeyRing, request_tenant
 from batchd.server.state import AppState, app_state
 from batchd.server.ui.errors import ErrorSummaries, ResultSource
-from batchd.server.ui.views import cost, progress
+from batchd.server.ui.views import backend_views, cost, progress
 from batchd.server.wire import batch_object
 from batchd.services.files import FileService
 from batchd.settings import ModelPrice
@@ -126,6 +126,13 @@ async def ui_batch_errors(batch_id: str, tenant: Tenant, state: State, ui: Ui) -
     rec = await state.batches.get(tenant, batch_id)
     summary = await ui.errors.summarise(rec)
     return {"batch_id": rec.id, "by_code": summary.by_code, "source": summary.source}
+
+
+@router.get("/ui/api/backends")
+async def ui_backends(tenant: Tenant, state: State) -> dict[str, Any]:
+    """Per backend: the concurrency limit, tries in flight and the server's queue."""
+    snapshot = state.limits()
+    return {"object": "list", "data": [dataclasses.asdict(v) for v in backend_views(snapshot)]}
 
 
 def _view(rec: BatchRecord, ui: UiState, now: float) -> dict[str, Any]:

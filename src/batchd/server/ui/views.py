@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from fnmatch import fnmatchcase
+from typing import Any
 
 from batchd.settings import ModelPrice
 from batchd.store.records import BatchRecord
@@ -128,3 +129,36 @@ def cost(rec: BatchRecord, prices: Mapping[str, ModelPrice]) -> Cost:
         usd=None if usd is None else f"{usd:.6f}",
         text="cost unknown" if usd is None else f"${usd:.4f}",
     )
+
+
+@dataclass(frozen=True, slots=True)
+class BackendView:
+    """One backend's dispatch state as this process sees it (engine/limits.py)."""
+
+    name: str
+    limit: float
+    """Tries batchd may have at the backend now (capacity-seeking)."""
+    ceiling: int
+    in_flight: int
+    server_queue: float
+    """Requests waiting at the server: its own gauge, or batchd's estimate."""
+    server_running: int | None
+    source: str
+    """``metrics`` (the server's load gauges) or ``timings`` (answers' latency)."""
+    phase: str
+
+
+def backend_views(snapshot: Mapping[str, Mapping[str, Any]]) -> list[BackendView]:
+    return [
+        BackendView(
+            name=name,
+            limit=float(s["limit"]),
+            ceiling=int(s["ceiling"]),
+            in_flight=int(s["in_flight"]),
+            server_queue=float(s["server_queue"]),
+            server_running=s.get("server_running"),
+            source=str(s["source"]),
+            phase=str(s["phase"]),
+        )
+        for name, s in sorted(snapshot.items())
+    ]

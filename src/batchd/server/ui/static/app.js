@@ -225,6 +225,7 @@
       }
       const { views, hasMore } = await loadBatches();
       render(views, hasMore);
+      await loadBackends();
       if (views.some((v) => !TERMINAL.has(v.batch.status))) next = FAST_POLL_MS;
       $("#refreshed").textContent = `updated ${new Date().toLocaleTimeString()}`;
       if ($("#message").dataset.source === "load") showMessage("");
@@ -235,6 +236,29 @@
       state.busy = false;
       schedule(next);
     }
+  }
+
+  async function loadBackends() {
+    let list;
+    try {
+      list = await getJson("/ui/api/backends");
+    } catch (_) {
+      return; // the batches table shows the error
+    }
+    const rows = list.data.map((b) =>
+      el(
+        "tr",
+        {},
+        el("td", {}, b.name),
+        el("td", {}, `${Math.floor(b.limit)} of ${b.ceiling}`),
+        el("td", {}, b.in_flight),
+        el("td", {}, Math.round(b.server_queue)),
+        el("td", {}, b.server_running === null ? "?" : b.server_running),
+        el("td", { className: "muted" }, `${b.source}, ${b.phase}`),
+      ),
+    );
+    $("#backend-rows").replaceChildren(...rows);
+    $("#backends").hidden = rows.length === 0;
   }
 
   function schedule(ms) {
