@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 
 from batchd.blobs.base import BlobStore
 from batchd.clock import now
@@ -32,8 +33,14 @@ async def validate_batch(
     max_line_bytes: int,
     shard_size: int,
     observers: Observers | None = None,
+    model_served: Callable[[str], bool] | None = None,
 ) -> None:
-    validator = FileValidator(endpoint=batch.endpoint, max_tasks=max_tasks, max_errors=max_errors)
+    validator = FileValidator(
+        endpoint=batch.endpoint,
+        max_tasks=max_tasks,
+        max_errors=max_errors,
+        model_served=model_served,
+    )
     shards: list[ShardRecord] = []
     try:
         await _scan(batch, blobs, validator, shards, max_line_bytes, shard_size)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Coroutine
@@ -78,6 +79,7 @@ class Worker:
         self._blobs = blobs
         self._opts = options
         self._writer = ResultWriter(store)
+        self._router = router
         self.executor = Executor(
             store=store,
             blobs=blobs,
@@ -220,6 +222,7 @@ class Worker:
                     max_line_bytes=opts.max_line_bytes,
                     shard_size=opts.shard_size,
                     observers=self.observers,
+                    model_served=functools.partial(self._router.serves, endpoint=batch.endpoint),
                 ),
                 f"validate {batch.id}",
             )

@@ -205,15 +205,24 @@ async def cancel_batch(batch_id: str, tenant: Tenant, state: State) -> Batch:
 
 @router.get("/v1/models")
 async def list_models(_tenant: Tenant, state: State) -> ModelList:
-    return ModelList(data=[Model(id=m, owned_by=b) for m, b in await state.router.discover()])
+    found = await state.router.discover()
+    return ModelList(
+        data=[Model(id=m, owned_by=b, endpoints=_endpoints(state, m)) for m, b in found]
+    )
 
 
 @router.get("/v1/models/{model_id:path}", responses=_errors(404))
 async def retrieve_model(model_id: str, _tenant: Tenant, state: State) -> Model:
     route = state.router.resolve(model_id)
     if route is not None:
-        return Model(id=model_id, owned_by=route.backend.name)
+        return Model(
+            id=model_id, owned_by=route.backend.name, endpoints=_endpoints(state, model_id)
+        )
     raise NotFound(f"The model {model_id!r} does not exist.", param="model", code="model_not_found")
+
+
+def _endpoints(state: AppState, model: str) -> list[str]:
+    return list(state.router.endpoints_for(model))
 
 
 __all__ = ["BatchdError", "router"]
