@@ -10,17 +10,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-BatchStatus = Literal[
-    "validating",
-    "failed",
-    "in_progress",
-    "finalizing",
-    "completed",
-    "expired",
-    "cancelling",
-    "cancelled",
-]
-TERMINAL_STATUSES: frozenset[str] = frozenset({"failed", "completed", "expired", "cancelled"})
+# The status type lives with the other batch states; the wire re-exports it.
+from batchd.states import TERMINAL_STATUSES as TERMINAL_STATUSES
+from batchd.states import BatchStatus as BatchStatus
 
 FilePurpose = Literal[
     "batch", "batch_output", "user_data", "fine-tune", "assistants", "vision", "evals"

@@ -2,15 +2,15 @@
 
 validate -> run (shards under leases) -> finalize -> done, exactly once; cancel and
 expiry; results idempotent. The ``store`` fixture (conftest.py) runs each case on
-both databases.
+every implementation: SQLite (with and without its fast paths) and PostgreSQL.
 """
 
 from __future__ import annotations
 
 import pytest
 
+from batchd.store.base import Store
 from batchd.store.records import BatchRecord, FileRecord, ResultRow, ShardRecord, Usage
-from batchd.store.sql import SqlStore
 
 pytestmark = pytest.mark.anyio
 
@@ -19,7 +19,7 @@ T0 = 1_000_000.0
 
 
 async def new_batch(
-    store: SqlStore, batch_id: str = "batch_aaaaaaaaaaaa", *, expires_at: int = 2_000_000
+    store: Store, batch_id: str = "batch_aaaaaaaaaaaa", *, expires_at: int = 2_000_000
 ) -> BatchRecord:
     await store.insert_file(
         FileRecord(
@@ -63,7 +63,7 @@ def row(batch_id: str, line: int, ok: bool = True, tokens: int = 1) -> ResultRow
     )
 
 
-async def started(store: SqlStore, n_shards: int = 2) -> BatchRecord:
+async def started(store: Store, n_shards: int = 2) -> BatchRecord:
     b = await new_batch(store)
     claimed = await store.claim_validation(A, T0, T0 + 30)
     assert claimed is not None and claimed.id == b.id
@@ -75,7 +75,7 @@ async def started(store: SqlStore, n_shards: int = 2) -> BatchRecord:
     return got
 
 
-async def test_validation_claim_is_exclusive_and_expires(store: SqlStore) -> None:
+async def test_validation_claim_is_exclusive_and_expires(store: Store) -> None:
     b = await new_batch(store)
     assert (await store.claim_validation(A, T0, T0 + 30)).id == b.id  # type: ignore[union-attr]
     assert await store.claim_validation(B, T0 + 1, T0 + 31) is None  # held by A
@@ -86,14 +86,14 @@ async def test_validation_claim_is_exclusive_and_expires(store: SqlStore) -> Non
     assert (await store.get_batch(b.id, tenant=None)).phase == "validate"  # type: ignore[union-attr]
 
 
-async def test_start_batch(store: SqlStore) -> None:
+async def test_start_batch(store: Store) -> None:
     b = await started(store)
     assert b.phase == "run" and b.status == "in_progress"
     assert b.total == 20 and b.model == "m" and b.in_progress_at == 5
     assert await store.claim_validation(B, T0 + 100, T0 + 130) is None
 
 
-async def test_fail_batch(store: SqlStore) -> None:
+async def test_fail_batch(store: Store) -> None:
     b = await new_batch(store)
     await store.claim_validation(A, T0, T0 + 30)
     errors = [{"code": "empty_file", "message": "x", "param": None, "line": None}]
@@ -103,7 +103,7 @@ async def test_fail_batch(store: SqlStore) -> None:
     assert (got.status, got.phase, got.failed_at, got.errors) == ("failed", "done", 9, errors)
 
 
-async def test_shard_leases(store: SqlStore) -> None:
+async def test_shard_leases(store: Store) -> None:
     b = await started(store, n_shards=2)
     s0 = await store.claim_shard(A, T0, T0 + 30)
     s1 = await store.claim_shard(B, T0, T0 + 30)
@@ -124,7 +124,33 @@ async def test_shard_leases(store: SqlStore) -> None:
     assert b.id == again.batch_id
 
 
-async def test_release_leases_of_dead_owner(store: SqlStore) -> None:
+async def test_complete_shard_checks_the_owner(store: Store) -> None:
+    # A worker whose lease lapsed while its shard ran must not mark the shard done
+    # under the worker that took it over: that one may still have requests to send.
+    await started(store, n_shards=1)
+    mine = await store.claim_shard(A, T0, T0 + 30)
+    assert mine is not None
+    taken = await store.claim_shard(B, T0 + 31, T0 + 61)  # A's lease lapsed
+    assert taken is not None and taken.shard_no == mine.shard_no
+    assert await store.complete_shard(mine, A) is False
+    # Still B's and not done: nobody else may run it, and finalization waits.
+    assert await store.claim_shard(A, T0 + 32, T0 + 62) is None
+    assert await store.claim_finalization(A, T0 + 32, T0 + 62) is None
+    assert await store.complete_shard(taken, B) is True
+    assert await store.claim_finalization(A, T0 + 33, T0 + 63) is not None
+
+
+async def test_release_shard_reports_whether_the_owner_held_it(store: Store) -> None:
+    await started(store, n_shards=1)
+    mine = await store.claim_shard(A, T0, T0 + 30)
+    assert mine is not None
+    assert await store.release_shard(mine, B) is False
+    assert await store.claim_shard(B, T0 + 1, T0 + 31) is None  # still A's
+    assert await store.release_shard(mine, A) is True
+    assert await store.claim_shard(B, T0 + 2, T0 + 32) is not None
+
+
+async def test_release_leases_of_dead_owner(store: Store) -> None:
     await started(store, n_shards=1)
     assert await store.claim_shard(A, T0, T0 + 30) is not None
     assert await store.lease_owners(T0 + 1) == {A}
@@ -133,7 +159,7 @@ async def test_release_leases_of_dead_owner(store: SqlStore) -> None:
     assert await store.claim_shard(B, T0 + 1, T0 + 30) is not None
 
 
-async def test_record_results_is_idempotent(store: SqlStore) -> None:
+async def test_record_results_is_idempotent(store: Store) -> None:
     b = await started(store)
     assert await store.record_results([row(b.id, 1), row(b.id, 2, ok=False)]) == 2
     # A re-sent line (after a takeover) and a duplicate in one call count once.
@@ -147,7 +173,7 @@ async def test_record_results_is_idempotent(store: SqlStore) -> None:
     assert [n async for n, _, _ in store.iter_results(b.id)] == [1, 2, 3]
 
 
-async def test_finalization_waits_for_every_shard(store: SqlStore) -> None:
+async def test_finalization_waits_for_every_shard(store: Store) -> None:
     b = await started(store, n_shards=2)
     s0 = await store.claim_shard(A, T0, T0 + 30)
     assert s0 is not None
@@ -196,7 +222,7 @@ async def test_finalization_waits_for_every_shard(store: SqlStore) -> None:
     assert await store.claim_finalization(A, T0 + 100, T0 + 130) is None
 
 
-async def test_crashed_finalizer_is_taken_over_with_the_same_ids(store: SqlStore) -> None:
+async def test_crashed_finalizer_is_taken_over_with_the_same_ids(store: Store) -> None:
     b = await started(store, n_shards=1)
     s = await store.claim_shard(A, T0, T0 + 30)
     await store.complete_shard(s, A)  # type: ignore[arg-type]
@@ -209,7 +235,7 @@ async def test_crashed_finalizer_is_taken_over_with_the_same_ids(store: SqlStore
     assert again.status == "finalizing"
 
 
-async def test_cancel(store: SqlStore) -> None:
+async def test_cancel(store: Store) -> None:
     b = await started(store, n_shards=3)
     s0 = await store.claim_shard(A, T0, T0 + 30)
     assert s0 is not None
@@ -244,7 +270,7 @@ async def test_cancel(store: SqlStore) -> None:
     assert again is not None and again.status == "cancelled"
 
 
-async def test_expiry(store: SqlStore) -> None:
+async def test_expiry(store: Store) -> None:
     b = await new_batch(store, expires_at=100)
     other = await new_batch(store, "batch_bbbbbbbbbbbb", expires_at=10_000)
     assert await store.request_expiry(99) == 0
@@ -273,7 +299,7 @@ async def test_expiry(store: SqlStore) -> None:
     assert got is not None and (got.status, got.expired_at) == ("expired", 200)
 
 
-async def test_purge_results(store: SqlStore) -> None:
+async def test_purge_results(store: Store) -> None:
     b = await started(store)
     await store.record_results([row(b.id, 1)])
     await store.purge_results(b.id)
@@ -281,7 +307,7 @@ async def test_purge_results(store: SqlStore) -> None:
     assert await store.claim_shard(A, T0, T0 + 30) is None
 
 
-async def test_files_in_use_are_not_purged(store: SqlStore) -> None:
+async def test_files_in_use_are_not_purged(store: Store) -> None:
     b = await started(store)
     assert await store.file_in_use(b.input_file_id)
     assert await store.delete_file(b.input_file_id, tenant="t", now=3)
@@ -291,7 +317,7 @@ async def test_files_in_use_are_not_purged(store: SqlStore) -> None:
     assert await store.file_in_use(b.input_file_id)
 
 
-async def test_results_arriving_after_finalization_began_are_dropped(store: SqlStore) -> None:
+async def test_results_arriving_after_finalization_began_are_dropped(store: Store) -> None:
     # A request abandoned at cancel time may still hand its row to the writer; once
     # finalization has claimed the batch such a row must neither land nor count.
     b = await started(store, n_shards=1)
@@ -304,3 +330,51 @@ async def test_results_arriving_after_finalization_began_are_dropped(store: SqlS
     assert after is not None
     assert (after.completed, after.failed) == (1, 0)
     assert [line for line, _, _ in [r async for r in store.iter_results(b.id)]] == [1]
+
+
+async def test_one_group_commit_spanning_batches_counts_each_once(store: Store) -> None:
+    # The writer commits rows of many batches together: each batch gets its own
+    # counters and usage, and a batch that began finalizing drops its rows alone.
+    a = await started(store, n_shards=1)
+    b = await new_batch(store, "batch_bbbbbbbbbbbb")
+    claimed = await store.claim_validation(A, T0, T0 + 30)
+    assert claimed is not None and claimed.id == b.id
+    await store.start_batch(b.id, A, total=10, model="m", shards=shards_for(b.id, 1), now=5)
+    c = await new_batch(store, "batch_cccccccccccc")
+    claimed = await store.claim_validation(A, T0, T0 + 30)
+    assert claimed is not None and claimed.id == c.id
+    await store.start_batch(c.id, A, total=10, model="m", shards=shards_for(c.id, 1), now=5)
+    await store.request_cancel(c.id, tenant="t", now=6)
+    fin = await store.claim_finalization(B, T0 + 1, T0 + 31)
+    assert fin is not None and fin.id == c.id
+    group = [
+        row(a.id, 1, tokens=3),
+        row(b.id, 1, tokens=5),
+        row(a.id, 2, ok=False),
+        row(c.id, 1, tokens=7),
+        row(b.id, 2, tokens=11),
+        row(a.id, 1, tokens=3),  # the same line twice in one group
+    ]
+    assert await store.record_results(group) == 4
+    assert await store.record_results(group) == 0
+    got = {x: await store.get_batch(x, tenant=None) for x in (a.id, b.id, c.id)}
+    counts = {
+        x: (r.completed, r.failed, r.usage.input_tokens, r.usage.total_tokens)
+        for x, r in got.items()
+        if r is not None
+    }
+    assert counts == {a.id: (1, 1, 3, 3), b.id: (2, 0, 16, 16), c.id: (0, 0, 0, 0)}
+    assert [n async for n, _, _ in store.iter_results(a.id)] == [1, 2]
+    assert [n async for n, _, _ in store.iter_results(c.id)] == []
+
+
+async def test_results_read_back_in_line_order_across_pages(store: Store) -> None:
+    b = await started(store, n_shards=1)
+    lines = list(range(1, 5002))
+    # Out of order and in several commits, as concurrent requests finish.
+    for chunk in (lines[2500:], lines[:2500]):
+        assert await store.record_results([row(b.id, n, ok=n % 7 != 0) for n in chunk]) == len(
+            chunk
+        )
+    got = [(n, ok) async for n, ok, _ in store.iter_results(b.id)]
+    assert got == [(n, n % 7 != 0) for n in lines]

@@ -25,8 +25,8 @@ from batchd.engine.limits import BackendLimit, Limits
 from batchd.engine.writer import ResultWriter
 from batchd.jsonl import iter_lines
 from batchd.retry import RetryPolicy
+from batchd.store.base import Store
 from batchd.store.records import ResultRow, ShardRecord
-from batchd.store.sql import SqlStore
 from batchd.validation import LineError, parse_request_line
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ class Executor:
     def __init__(
         self,
         *,
-        store: SqlStore,
+        store: Store,
         blobs: BlobStore,
         router: Router,
         policy: RetryPolicy,

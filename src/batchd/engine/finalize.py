@@ -20,24 +20,27 @@ from batchd.engine import outcome
 from batchd.engine.events import Observers
 from batchd.ids import new_file_id
 from batchd.jsonl import iter_lines
+from batchd.states import FINAL_STATUS, StopReason
+from batchd.store.base import Store
 from batchd.store.records import BatchRecord, FileRecord
-from batchd.store.sql import SqlStore
 
 log = logging.getLogger(__name__)
 
-_UNRUN = {
-    "cancel": ("batch_cancelled", "The batch was cancelled before this request ran."),
-    "expire": ("batch_expired", "The batch's completion window ended before this request ran."),
+_UNRUN: dict[StopReason | None, tuple[str, str]] = {
+    StopReason.CANCEL: ("batch_cancelled", "The batch was cancelled before this request ran."),
+    StopReason.EXPIRE: (
+        "batch_expired",
+        "The batch's completion window ended before this request ran.",
+    ),
     None: ("request_not_run", "This request was not run."),
 }
-_FINAL_STATUS = {"cancel": "cancelled", "expire": "expired", None: "completed"}
 
 
 async def finalize_batch(
     batch: BatchRecord,
     *,
     owner: str,
-    store: SqlStore,
+    store: Store,
     blobs: BlobStore,
     max_line_bytes: int,
     observers: Observers | None = None,
@@ -75,7 +78,7 @@ async def finalize_batch(
             )
         else:
             await blobs.delete(file_id)
-    status = _FINAL_STATUS[batch.stop_reason]
+    status = FINAL_STATUS[batch.stop_reason]
     finished = await store.finish_batch(
         batch.id,
         owner,
@@ -96,7 +99,7 @@ async def finalize_batch(
 
 async def _merge(
     batch: BatchRecord,
-    store: SqlStore,
+    store: Store,
     blobs: BlobStore,
     out: BlobWriter,
     err: BlobWriter,

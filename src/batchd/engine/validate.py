@@ -15,8 +15,9 @@ from batchd.blobs.base import BlobStore
 from batchd.clock import now
 from batchd.engine.events import Observers
 from batchd.jsonl import iter_lines
+from batchd.states import BatchStatus
+from batchd.store.base import Store
 from batchd.store.records import BatchRecord, ShardRecord
-from batchd.store.sql import SqlStore
 from batchd.validation import FileValidator
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ async def validate_batch(
     batch: BatchRecord,
     *,
     owner: str,
-    store: SqlStore,
+    store: Store,
     blobs: BlobStore,
     max_tasks: int,
     max_errors: int,
@@ -91,11 +92,11 @@ async def _scan(
         shards.append(_shard(batch.id, len(shards), cur))
 
 
-async def _announce(store: SqlStore, batch_id: str, observers: Observers | None) -> None:
+async def _announce(store: Store, batch_id: str, observers: Observers | None) -> None:
     if observers is None:
         return
     final = await store.get_batch(batch_id, tenant=None)
-    if final is not None and final.status == "failed":
+    if final is not None and final.status == BatchStatus.FAILED:
         observers.batch_finished(final)
 
 

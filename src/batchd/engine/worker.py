@@ -34,8 +34,9 @@ from batchd.engine.owner import is_dead_local_owner, new_owner_id
 from batchd.engine.validate import validate_batch
 from batchd.engine.writer import ResultWriter
 from batchd.retry import RetryPolicy
+from batchd.states import StopReason
+from batchd.store.base import Store
 from batchd.store.records import ShardRecord
-from batchd.store.sql import SqlStore
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ class Worker:
     def __init__(
         self,
         *,
-        store: SqlStore,
+        store: Store,
         blobs: BlobStore,
         router: Router,
         policy: RetryPolicy,
@@ -97,7 +98,7 @@ class Worker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._shards: dict[tuple[str, int], asyncio.Task[None]] = {}
         self._phases: set[str] = set()  # batch ids validating/finalizing here
-        self._stops: dict[str, str | None] = {}
+        self._stops: dict[str, StopReason | None] = {}
         self._main: asyncio.Task[None] | None = None
         self._batch_info: dict[str, tuple[str, str]] = {}
         self._draining = False

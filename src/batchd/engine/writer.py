@@ -13,15 +13,15 @@ import asyncio
 import contextlib
 import logging
 
+from batchd.store.base import ResultStore
 from batchd.store.records import ResultRow
-from batchd.store.sql import SqlStore
 
 log = logging.getLogger(__name__)
 
 
 class ResultWriter:
     def __init__(
-        self, store: SqlStore, *, max_rows: int = 2000, linger: float = 0.002, min_rows: int = 16
+        self, store: ResultStore, *, max_rows: int = 2000, linger: float = 0.002, min_rows: int = 16
     ) -> None:
         self._linger = linger
         self._min_rows = min_rows

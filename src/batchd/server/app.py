@@ -12,10 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from batchd.backends.registry import build_router
-from batchd.blobs.open import open_blob_store
-from batchd.engine.standalone import build_worker, open_store
-from batchd.engine.worker import Worker
+from batchd.engine.runtime import Runtime
 from batchd.errors import BatchdError
 from batchd.observability import HttpMetricsMiddleware, Metrics
 from batchd.observability import router as metrics_routes
@@ -37,34 +34,29 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        store = open_store(settings)
-        await store.open()
-        blobs = open_blob_store(settings.storage, settings.data_dir)
-        router = build_router(settings)
-        worker: Worker | None = None
-        if settings.worker:
-            worker = build_worker(settings, store=store, blobs=blobs, router=router)
         # Events come from the engine: no worker here, nothing to send.
         webhooks = (
             build_dispatcher(settings, on_result=metrics.webhook_result if metrics else None)
-            if worker is not None
+            if settings.worker
             else None
         )
-        if worker is not None:
-            for observer in (metrics, webhooks):
-                if observer is not None:
-                    worker.observers.add(observer)
+        runtime = await Runtime.open(
+            settings,
+            with_worker=settings.worker,
+            observers=[metrics, webhooks],
+            companions=[webhooks],
+        )
+        store, worker = runtime.store, runtime.worker
         if metrics is not None:
             metrics.bind_store(store.batch_gauges)
         app.state.keyring = KeyRing(settings.api_keys)
         app.state.batchd = AppState(
             settings=settings,
-            files=FileService(store=store, blobs=blobs, settings=settings),
+            files=FileService(store=store, blobs=runtime.blobs, settings=settings),
             batches=BatchService(
                 store=store, settings=settings, notify=worker.wake if worker else lambda: None
             ),
-            router=router,
+            router=runtime.router,
             worker=worker,
         )
         files = app.state.batchd.files
@@ -77,10 +69,7 @@ def create_app(settings: Settings) -> FastAPI:
         # GC from re-scanning them on every collection (a measurable cost per request).
         gc.collect()
         gc.freeze()
-        if webhooks is not None:
-            webhooks.start()
-        if worker is not None:
-            worker.start()
+        runtime.start()
         log.info(
             "batchd ready (data dir %s, %s)",
             settings.data_dir,
@@ -90,13 +79,7 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             log.info("shutting down")
-            if worker is not None:
-                await worker.stop()
-            if webhooks is not None:
-                await webhooks.stop()
-            await router.aclose()
-            await blobs.close()
-            await store.close()
+            await runtime.close()
 
     app = FastAPI(
         title="batchd",

@@ -12,6 +12,7 @@ from batchd.protocol import (
     InputTokensDetails,
     OutputTokensDetails,
 )
+from batchd.states import BatchPhase
 from batchd.store.records import BatchRecord, FileRecord
 
 
@@ -41,9 +42,9 @@ def batch_object(rec: BatchRecord) -> Batch:
         ),
         input_file_id=rec.input_file_id,
         completion_window=rec.completion_window,
-        status=rec.status,  # type: ignore[arg-type]
-        output_file_id=rec.output_file_id if rec.phase == "done" else None,
-        error_file_id=rec.error_file_id if rec.phase == "done" else None,
+        status=rec.status,
+        output_file_id=rec.output_file_id if rec.phase == BatchPhase.DONE else None,
+        error_file_id=rec.error_file_id if rec.phase == BatchPhase.DONE else None,
         created_at=rec.created_at,
         in_progress_at=rec.in_progress_at,
         expires_at=rec.expires_at,

@@ -11,8 +11,9 @@ from batchd.errors import Conflict, InvalidRequest, NotFound
 from batchd.ids import is_valid_id, new_batch_id
 from batchd.protocol import BATCH_ENDPOINTS, BatchCreateRequest
 from batchd.settings import Settings
+from batchd.states import BatchPhase, BatchStatus
+from batchd.store.base import Store
 from batchd.store.records import BatchRecord, Page
-from batchd.store.sql import SqlStore
 
 MAX_METADATA_PAIRS, MAX_METADATA_KEY, MAX_METADATA_VALUE = 16, 64, 512
 _WINDOW = re.compile(r"^(\d+)([smhd])$")
@@ -26,7 +27,7 @@ def window_seconds(window: str) -> int | None:
 
 class BatchService:
     def __init__(
-        self, *, store: SqlStore, settings: Settings, notify: Callable[[], None] = lambda: None
+        self, *, store: Store, settings: Settings, notify: Callable[[], None] = lambda: None
     ) -> None:
         self.store = store
         self.settings = settings
@@ -83,7 +84,7 @@ class BatchService:
             input_file_id=input_file_id,
             endpoint=req.endpoint,
             completion_window=req.completion_window,
-            status="validating",
+            status=BatchStatus.VALIDATING,
             created_at=created,
             expires_at=created + seconds,
             metadata=req.metadata,
@@ -96,7 +97,7 @@ class BatchService:
         self, rec: BatchRecord, *, failed_with: list[dict[str, Any]] | None = None
     ) -> BatchRecord:
         if failed_with is not None:
-            rec.status, rec.phase, rec.errors = "failed", "done", failed_with
+            rec.status, rec.phase, rec.errors = BatchStatus.FAILED, BatchPhase.DONE, failed_with
             rec.failed_at = rec.created_at
         await self.store.insert_batch(rec)
         if failed_with is None:
@@ -121,7 +122,7 @@ class BatchService:
         rec = await self.store.request_cancel(batch_id, tenant=tenant, now=now())
         if rec is None:
             raise _no_batch(batch_id)
-        if rec.status not in ("cancelling", "cancelled"):
+        if rec.status not in (BatchStatus.CANCELLING, BatchStatus.CANCELLED):
             raise Conflict(
                 f"Cannot cancel a batch with status {rec.status!r}.",
                 param="id",

@@ -10,8 +10,8 @@ from batchd.errors import InvalidRequest, NotFound, PayloadTooLarge
 from batchd.ids import is_valid_id, new_file_id
 from batchd.protocol import UPLOAD_PURPOSES
 from batchd.settings import Settings
+from batchd.store.base import Store
 from batchd.store.records import FileRecord, Page
-from batchd.store.sql import SqlStore
 
 MIN_EXPIRY, MAX_EXPIRY = 3600, 2_592_000
 
@@ -110,7 +110,7 @@ class Upload:
 
 
 class FileService:
-    def __init__(self, *, store: SqlStore, blobs: BlobStore, settings: Settings) -> None:
+    def __init__(self, *, store: Store, blobs: BlobStore, settings: Settings) -> None:
         self.store = store
         self.blobs = blobs
         self.settings = settings

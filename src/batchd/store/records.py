@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from batchd.states import BatchPhase, BatchStatus, StopReason
+
 T = TypeVar("T")
 
 
@@ -45,10 +47,10 @@ class BatchRecord:
     input_file_id: str
     endpoint: str
     completion_window: str
-    status: str
+    status: BatchStatus
     created_at: int
     expires_at: int
-    phase: str = "validate"
+    phase: BatchPhase = BatchPhase.VALIDATE
     """Internal: ``validate`` -> ``run`` -> ``finalize`` -> ``done``."""
     model: str | None = None
     metadata: dict[str, str] | None = None
@@ -67,8 +69,8 @@ class BatchRecord:
     failed: int = 0
     usage: Usage = field(default_factory=Usage)
     output_expires_after: int | None = None
-    stop_reason: str | None = None
-    """``cancel`` or ``expire`` once the batch must stop sending requests."""
+    stop_reason: StopReason | None = None
+    """Set once the batch must stop sending requests."""
     priority: int = 0
     """Higher runs first; from ``metadata.priority`` (see :func:`priority_of`)."""
 

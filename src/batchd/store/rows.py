@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from batchd.states import BatchPhase, BatchStatus, StopReason
 from batchd.store.records import BatchRecord, FileRecord, ShardRecord, Usage
 
 
@@ -93,6 +94,10 @@ def _batch_values(rec: BatchRecord) -> dict[str, Any]:
 def _batch(row: RowLike) -> BatchRecord:
     m = row._mapping
     rec = BatchRecord(**{name: m[name] for name in _BATCH_PLAIN})
+    # The columns are plain strings; the record carries the state types.
+    rec.status = BatchStatus(rec.status)
+    rec.phase = BatchPhase(rec.phase)
+    rec.stop_reason = StopReason(rec.stop_reason) if rec.stop_reason else None
     rec.usage = Usage(
         input_tokens=m["input_tokens"],
         cached_tokens=m["cached_tokens"],

@@ -1,0 +1,207 @@
+"""The store interface: what services, the engine and the server may ask of a store.
+
+One protocol per concern, composed into :class:`Store`; code that needs only one
+concern may take the narrower type. :class:`batchd.store.sql.SqlStore` implements
+all of them (SQLite and PostgreSQL); ``tests/store`` is the contract every
+implementation meets. Later concerns (idempotency keys, uploads, API keys) arrive
+as further protocols composed into ``Store`` the same way.
+
+Claims are leases: ``owner`` is a worker id, ``now``/``until`` are Unix seconds.
+A store method that moves a batch or shard on checks that ``owner`` still holds
+its lease, so a worker whose lease lapsed (and was taken over) cannot interfere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from typing import Any, Protocol
+
+from batchd.states import BatchStatus, StopReason
+from batchd.store.records import BatchRecord, FileRecord, Page, ResultRow, ShardRecord
+
+
+class Listener(Protocol):
+    """Wakes this process when another creates work (see store/notify.py)."""
+
+    def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class FileStore(Protocol):
+    async def insert_file(self, rec: FileRecord) -> None: ...
+
+    async def get_file(self, file_id: str, *, tenant: str | None) -> FileRecord | None:
+        """A live (not deleted) file; ``tenant=None`` ignores ownership."""
+        ...
+
+    async def list_files(
+        self, *, tenant: str, purpose: str | None, after: str | None, limit: int, order: str
+    ) -> Page[FileRecord]: ...
+
+    async def delete_file(self, file_id: str, *, tenant: str, now: int) -> bool: ...
+
+    async def file_in_use(self, file_id: str) -> bool:
+        """True while an unfinished batch reads this file."""
+        ...
+
+    async def files_to_purge(self, now: int, *, limit: int = 100) -> list[FileRecord]:
+        """Deleted or expired files whose bytes no running batch still needs."""
+        ...
+
+    async def forget_files(self, file_ids: Sequence[str]) -> None: ...
+
+
+class BatchStore(Protocol):
+    """Batches as the API sees them, and their whole-batch phases."""
+
+    async def insert_batch(self, rec: BatchRecord) -> None: ...
+
+    async def get_batch(self, batch_id: str, *, tenant: str | None) -> BatchRecord | None: ...
+
+    async def list_batches(
+        self, *, tenant: str, after: str | None, limit: int
+    ) -> Page[BatchRecord]: ...
+
+    async def request_cancel(
+        self, batch_id: str, *, tenant: str, now: int
+    ) -> BatchRecord | None:
+        """Move a running batch to ``cancelling``; a finished one is returned unchanged."""
+        ...
+
+    async def request_expiry(self, now: int) -> int:
+        """Flag every running batch whose window has passed; returns how many."""
+        ...
+
+    async def stop_reasons(self, batch_ids: Iterable[str]) -> dict[str, StopReason | None]: ...
+
+    async def batch_gauges(self) -> tuple[dict[str, int], int]:
+        """Batches per status (all tenants), and request lines not yet finished."""
+        ...
+
+    async def start_batch(
+        self,
+        batch_id: str,
+        owner: str,
+        *,
+        total: int,
+        model: str | None,
+        shards: Sequence[ShardRecord],
+        now: int,
+    ) -> None:
+        """Validation passed: record the shards and enter the run phase."""
+        ...
+
+    async def fail_batch(
+        self,
+        batch_id: str,
+        owner: str,
+        *,
+        errors: list[dict[str, Any]],
+        total: int,
+        model: str | None,
+        now: int,
+    ) -> None: ...
+
+    async def set_output_ids(
+        self, batch_id: str, owner: str, output_file_id: str, error_file_id: str
+    ) -> None:
+        """Fix the ids of the files finalization writes, so a retry reuses them."""
+        ...
+
+    async def finish_batch(
+        self,
+        batch_id: str,
+        owner: str,
+        *,
+        status: BatchStatus,
+        files: Sequence[FileRecord],
+        output_file_id: str | None,
+        error_file_id: str | None,
+        unrun: int,
+        now: int,
+    ) -> bool:
+        """Record the output files and the final status, exactly once."""
+        ...
+
+
+class ClaimStore(Protocol):
+    """Leases on batches (validate, finalize) and shards (run)."""
+
+    async def claim_validation(
+        self, owner: str, now: float, until: float
+    ) -> BatchRecord | None: ...
+
+    async def claim_finalization(
+        self, owner: str, now: float, until: float
+    ) -> BatchRecord | None:
+        """A batch ready to finalize: all shards done, or stopped with none in flight."""
+        ...
+
+    async def claim_shard(
+        self, owner: str, now: float, until: float, *, idle_batches_only: bool = False
+    ) -> ShardRecord | None: ...
+
+    async def release_shard(self, shard: ShardRecord, owner: str) -> bool:
+        """Give the shard back unfinished; False if ``owner`` no longer held it."""
+        ...
+
+    async def complete_shard(self, shard: ShardRecord, owner: str) -> bool:
+        """Mark the shard done; False (and nothing changes) if ``owner`` no longer held it."""
+        ...
+
+    async def renew_leases(self, owner: str, until: float) -> None: ...
+
+    async def lease_owners(self, now: float) -> set[str]:
+        """Owners holding a live lease on anything."""
+        ...
+
+    async def release_leases(self, owners: Sequence[str]) -> None:
+        """Free every claim of owners known to be dead, so work resumes at once."""
+        ...
+
+
+class ResultStore(Protocol):
+    """Per-line outcomes, durable before a request counts as done."""
+
+    async def done_lines(self, batch_id: str, first_line: int, last_line: int) -> set[int]: ...
+
+    async def record_results(self, rows: Sequence[ResultRow]) -> int:
+        """Store outcomes and bump the batches' counters, in one transaction.
+
+        A line that already has a result keeps it; rows of a batch no longer in its
+        run phase are dropped. Returns how many rows were new.
+        """
+        ...
+
+    def iter_results(self, batch_id: str) -> AsyncIterator[tuple[int, bool, bytes]]:
+        """``(line_no, ok, data)`` in line order."""
+        ...
+
+    async def purge_results(self, batch_id: str) -> None:
+        """Drop per-line results (and shards) once they live in the output files."""
+        ...
+
+
+class WorkerStore(Protocol):
+    """The registry of live workers (for sharing backend concurrency limits)."""
+
+    async def heartbeat_worker(self, owner: str, now: float, backends: Sequence[str]) -> None: ...
+
+    async def live_workers(self, since: float) -> dict[str, list[str]]: ...
+
+    async def forget_workers(self, *, owners: Sequence[str] = (), before: float = 0.0) -> None: ...
+
+
+class Store(FileStore, BatchStore, ClaimStore, ResultStore, WorkerStore, Protocol):
+    """Everything batchd keeps besides file bytes (those are in a blob store)."""
+
+    async def open(self) -> None:
+        """Bring the database to the current schema; call once before use."""
+        ...
+
+    async def close(self) -> None: ...
+
+    def listener(self, callback: Callable[[], None]) -> Listener | None:
+        """Calls ``callback`` when another process creates work, where the store can."""
+        ...

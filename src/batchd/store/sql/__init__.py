@@ -1,0 +1,22 @@
+"""The SQL store: SQLite by default, PostgreSQL for many processes on many hosts.
+
+One module per concern (files, batches, claims, results, workers), each a set of
+queries over the shared engine and dialect (core.py, dialect.py), composed here
+into the one class that implements :class:`batchd.store.base.Store`.
+"""
+
+from __future__ import annotations
+
+from batchd.store.sql.batches import BatchQueries
+from batchd.store.sql.claims import ClaimQueries
+from batchd.store.sql.core import async_url
+from batchd.store.sql.files import FileQueries
+from batchd.store.sql.results import ResultQueries
+from batchd.store.sql.workers import WorkerQueries
+
+__all__ = ["SqlStore", "async_url"]
+
+
+class SqlStore(FileQueries, BatchQueries, ClaimQueries, ResultQueries, WorkerQueries):
+    """Metadata of files and batches, shards and their claims, per-line results, and
+    the worker registry, in one SQL database."""

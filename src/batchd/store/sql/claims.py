@@ -1,0 +1,205 @@
+"""Claims: leases on batches (validate, finalize) and shards (run).
+
+Work is claimed under leases (``lease_owner``/``lease_until``) with a conditional
+UPDATE, so two processes can never both hold a claim; an expired lease may be
+taken over by anyone. The candidate row is picked through the dialect's
+``skip_locked`` (PostgreSQL: ``FOR UPDATE SKIP LOCKED``), so workers racing for
+work each get a different row instead of queueing on one. Moving a claimed row on
+(releasing, completing) checks the owner: a worker whose lease was taken over
+cannot undo the new holder's work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import and_, exists, func, or_, select, update
+
+from batchd.states import BatchPhase, BatchStatus
+from batchd.store import schema
+from batchd.store.records import BatchRecord, ShardRecord
+from batchd.store.rows import _batch, _shard
+from batchd.store.sql.core import SqlCore
+
+
+class ClaimQueries(SqlCore):
+    async def claim_validation(self, owner: str, now: float, until: float) -> BatchRecord | None:
+        t = schema.batches
+        free = or_(t.c.lease_until.is_(None), t.c.lease_until < now)
+        return await self._claim_batch(
+            self.dialect.skip_locked(
+                select(t.c.id)
+                .where(t.c.phase == BatchPhase.VALIDATE, free)
+                .order_by(t.c.priority.desc(), t.c.seq)
+                .limit(1)
+            ),
+            owner,
+            now,
+            until,
+            {},
+        )
+
+    async def claim_finalization(self, owner: str, now: float, until: float) -> BatchRecord | None:
+        """A batch ready to finalize: all shards done, or stopped with no shard in flight."""
+        t, s = schema.batches, schema.shards
+        free = or_(t.c.lease_until.is_(None), t.c.lease_until < now)
+        open_shard = exists().where(s.c.batch_id == t.c.id, s.c.done.is_(False))
+        busy_shard = exists().where(
+            s.c.batch_id == t.c.id, s.c.done.is_(False), s.c.lease_until >= now
+        )
+        running = t.c.phase == BatchPhase.RUN
+        ready = or_(
+            and_(running, t.c.stop_reason.is_(None), ~open_shard),
+            and_(running, t.c.stop_reason.is_not(None), ~busy_shard),
+            t.c.phase == BatchPhase.FINALIZE,
+        )
+        batch = await self._claim_batch(
+            self.dialect.skip_locked(
+                select(t.c.id).where(free, ready).order_by(t.c.priority.desc(), t.c.seq).limit(1)
+            ),
+            owner,
+            now,
+            until,
+            {"phase": BatchPhase.FINALIZE},
+        )
+        if (
+            batch is not None
+            and batch.stop_reason is None
+            and batch.status == BatchStatus.IN_PROGRESS
+        ):
+            # Only a batch finishing normally shows "finalizing" (as OpenAI's do).
+            async with self._write() as conn:
+                await conn.execute(
+                    update(t)
+                    .where(t.c.id == batch.id)
+                    .values(status=BatchStatus.FINALIZING, finalizing_at=int(now))
+                )
+            batch.status, batch.finalizing_at = BatchStatus.FINALIZING, int(now)
+        return batch
+
+    async def _claim_batch(
+        self, candidate: Any, owner: str, now: float, until: float, values: dict[str, Any]
+    ) -> BatchRecord | None:
+        t = schema.batches
+        async with self._write() as conn:
+            batch_id = (await conn.execute(candidate)).scalar()
+            if batch_id is None:
+                return None
+            res = await conn.execute(
+                update(t)
+                .where(
+                    t.c.id == batch_id,
+                    or_(t.c.lease_until.is_(None), t.c.lease_until < now),
+                )
+                .values(lease_owner=owner, lease_until=until, **values)
+            )
+            if not res.rowcount:
+                return None
+            row = (await conn.execute(select(t).where(t.c.id == batch_id))).one()
+        return _batch(row)
+
+    async def claim_shard(
+        self, owner: str, now: float, until: float, *, idle_batches_only: bool = False
+    ) -> ShardRecord | None:
+        """The next shard to run: from the highest priority, then from the batch with
+        the fewest shards running (anywhere), then the oldest batch.
+
+        ``idle_batches_only``: only from a batch with no shard running at all, so a
+        worker at capacity can still start a newly arrived batch.
+        """
+        s, b = schema.shards, schema.batches
+        s2 = s.alias("s2")
+        running = (
+            select(func.count())
+            .where(s2.c.batch_id == s.c.batch_id, s2.c.done.is_(False), s2.c.lease_until >= now)
+            .scalar_subquery()
+        )
+        free = or_(s.c.lease_until.is_(None), s.c.lease_until < now)
+        candidate = (
+            select(s.c.batch_id, s.c.shard_no)
+            .join(b, b.c.id == s.c.batch_id)
+            .where(
+                s.c.done.is_(False), free, b.c.phase == BatchPhase.RUN, b.c.stop_reason.is_(None)
+            )
+            .order_by(b.c.priority.desc(), running, b.c.seq, s.c.shard_no)
+            .limit(1)
+        )
+        if idle_batches_only:
+            candidate = candidate.where(running == 0)
+        candidate = self.dialect.skip_locked(candidate, s)
+        async with self._write() as conn:
+            key = (await conn.execute(candidate)).first()
+            if key is None:
+                return None
+            res = await conn.execute(
+                update(s)
+                .where(s.c.batch_id == key.batch_id, s.c.shard_no == key.shard_no, free)
+                .values(lease_owner=owner, lease_until=until)
+            )
+            if not res.rowcount:
+                return None
+            row = (
+                await conn.execute(
+                    select(s).where(s.c.batch_id == key.batch_id, s.c.shard_no == key.shard_no)
+                )
+            ).one()
+        return _shard(row)
+
+    async def release_shard(self, shard: ShardRecord, owner: str) -> bool:
+        """Give the shard back unfinished; False if ``owner`` no longer held it."""
+        return await self._move_shard(shard, owner, done=False)
+
+    async def complete_shard(self, shard: ShardRecord, owner: str) -> bool:
+        """Mark the shard done; False (and nothing changes) if ``owner`` no longer held
+        it: its lease was taken over, and the new holder finishes the shard."""
+        return await self._move_shard(shard, owner, done=True)
+
+    async def _move_shard(self, shard: ShardRecord, owner: str, *, done: bool) -> bool:
+        s = schema.shards
+        values: dict[str, Any] = {"lease_owner": None, "lease_until": None}
+        if done:
+            values["done"] = True
+        async with self._write() as conn:
+            res = await conn.execute(
+                update(s)
+                .where(
+                    s.c.batch_id == shard.batch_id,
+                    s.c.shard_no == shard.shard_no,
+                    s.c.lease_owner == owner,
+                )
+                .values(**values)
+            )
+        return bool(res.rowcount)
+
+    async def renew_leases(self, owner: str, until: float) -> None:
+        async with self._write() as conn:
+            for table in (schema.shards, schema.batches):
+                await conn.execute(
+                    update(table).where(table.c.lease_owner == owner).values(lease_until=until)
+                )
+
+    async def lease_owners(self, now: float) -> set[str]:
+        """Owners holding a live lease on anything."""
+        owners: set[str] = set()
+        async with self.engine.connect() as conn:
+            for table in (schema.shards, schema.batches):
+                rows = await conn.execute(
+                    select(table.c.lease_owner)
+                    .where(table.c.lease_owner.is_not(None), table.c.lease_until >= now)
+                    .distinct()
+                )
+                owners.update(r[0] for r in rows)
+        return owners
+
+    async def release_leases(self, owners: Sequence[str]) -> None:
+        """Free every claim of owners known to be dead, so work resumes at once."""
+        if not owners:
+            return
+        async with self._write() as conn:
+            for table in (schema.shards, schema.batches):
+                await conn.execute(
+                    update(table)
+                    .where(table.c.lease_owner.in_(list(owners)))
+                    .values(lease_owner=None, lease_until=None)
+                )
