@@ -170,6 +170,8 @@ class BatchCreateRequest(BaseModel):
     completion_window: str
     metadata: dict[str, str] | None = None
     output_expires_after: OutputExpiresAfter | None = None
+    idempotency_key: str | None = None
+    """As the ``Idempotency-Key`` header (another OpenAI-compatible server's field)."""
 
 
 class Model(BaseModel):

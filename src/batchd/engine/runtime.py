@@ -61,6 +61,7 @@ def build_worker(
             max_errors=settings.max_validation_errors,
             max_line_bytes=settings.max_batch_file_bytes,
             cancel_grace=settings.cancel_grace,
+            file_purge_interval=settings.file_purge_interval,
             adaptive_concurrency=settings.adaptive_concurrency,
         ),
         observers=observers,

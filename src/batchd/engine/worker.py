@@ -31,6 +31,7 @@ from batchd.engine.executor import Executor, ShardJob
 from batchd.engine.finalize import finalize_batch
 from batchd.engine.limits import Limits
 from batchd.engine.owner import is_dead_local_owner, new_owner_id
+from batchd.engine.upload_purge import purge_uploads
 from batchd.engine.validate import validate_batch
 from batchd.engine.writer import ResultWriter
 from batchd.retry import RetryPolicy
@@ -297,8 +298,12 @@ class Worker:
         return task
 
     async def _purge_files(self) -> None:
-        """Remove the bytes of deleted and expired files once no batch needs them."""
-        doomed = await self._store.files_to_purge(now())
+        """Remove the bytes of deleted and expired files once no batch needs them, the
+        parts of finished and expired uploads, and expired idempotency keys."""
+        t = now()
+        doomed = await self._store.files_to_purge(t)
         for rec in doomed:
             await self._blobs.delete(rec.id)
         await self._store.forget_files([rec.id for rec in doomed])
+        await purge_uploads(self._store, self._blobs, t)
+        await self._store.purge_idempotency_keys(t)

@@ -10,6 +10,8 @@ from batchd.backends.router import Router
 from batchd.engine.worker import Worker
 from batchd.services.batches import BatchService
 from batchd.services.files import FileService
+from batchd.services.idempotency import Idempotency
+from batchd.services.uploads import UploadService
 from batchd.settings import Settings
 
 
@@ -20,6 +22,8 @@ class AppState:
     batches: BatchService
     router: Router
     worker: Worker | None
+    uploads: UploadService
+    idempotency: Idempotency
 
 
 async def app_state(request: Request) -> AppState:
