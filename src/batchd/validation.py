@@ -49,6 +49,8 @@ class ValidationReport:
     errors: list[LineError] = field(default_factory=list)
     error_count: int = 0
     """All errors found, including those beyond the listed cap."""
+    input_tokens: int = 0
+    """Prompt tokens of the valid lines, as ``count_tokens`` counts them (queue limits)."""
 
     @property
     def ok(self) -> bool:
@@ -140,8 +142,11 @@ class FileValidator:
         max_tasks: int,
         max_errors: int = 100,
         model_served: Callable[[str], bool] | None = None,
+        count_tokens: Callable[[str, dict[str, Any]], int] | None = None,
     ) -> None:
         self.endpoint = endpoint
+        self._count_tokens = count_tokens
+        """``(model, body) -> prompt tokens``; None: not counted."""
         self.max_tasks = max_tasks
         self.max_errors = max_errors
         self.report = ValidationReport()
@@ -209,6 +214,8 @@ class FileValidator:
                 )
             )
             return None
+        if self._count_tokens is not None:
+            self.report.input_tokens += self._count_tokens(result.model, result.body)
         return result
 
     def _served(self, model: str) -> bool:

@@ -20,7 +20,7 @@ import functools
 import logging
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from batchd.backends.router import Router
@@ -31,6 +31,7 @@ from batchd.engine.executor import Executor, ShardJob
 from batchd.engine.finalize import finalize_batch
 from batchd.engine.limits import Limits
 from batchd.engine.owner import is_dead_local_owner, new_owner_id
+from batchd.engine.queue_limits import QueueLimits, fixed_limits
 from batchd.engine.upload_purge import purge_uploads
 from batchd.engine.validate import validate_batch
 from batchd.engine.writer import ResultWriter
@@ -62,6 +63,8 @@ class WorkerOptions:
     """Seconds between worker-registry refreshes (the shared concurrency split)."""
     adaptive_concurrency: bool = True
     """AIMD per backend (engine/limits.py); off: always the full share."""
+    queue_limits: QueueLimits = field(default_factory=QueueLimits)
+    """Per-key bounds on unfinished work (engine/queue_limits.py)."""
 
 
 class Worker:
@@ -225,6 +228,7 @@ class Worker:
                     shard_size=opts.shard_size,
                     observers=self.observers,
                     model_served=functools.partial(self._router.serves, endpoint=batch.endpoint),
+                    limits_for=fixed_limits(opts.queue_limits),
                 ),
                 f"validate {batch.id}",
             )
