@@ -258,3 +258,34 @@ def _ignore_errors(fn: Callable[[], object]) -> None:
     # The server is killed under the call: its error is expected.
     with contextlib.suppress(openai.APIError, OSError):
         fn()
+
+
+def test_completion_on_s3_storage(start_batchd: StartBatchd, upstream: UpstreamServer) -> None:
+    """On S3 (moto's server) completion is one multipart upload: 5 MiB+ parts are copied
+    server-side, the small last one streamed; the File then runs as a batch."""
+    from store.s3 import client, env_for, moto_s3, new_bucket
+
+    with moto_s3() as endpoint:
+        bucket = new_bucket(endpoint)
+        proc = start_batchd(
+            upstream=upstream.base_url,
+            env={"BATCHD_STORAGE": f"s3://{bucket}/batchd", **env_for(endpoint)},
+        )
+        c = proc.client
+        filler = "y" * 2000
+        data = to_jsonl([chat_line(i, text=f"{i} {filler}") for i in range(6000)])
+        up = c.uploads.upload_file_chunked(
+            file=data, filename="s3.jsonl", bytes=len(data), mime_type="text/jsonl",
+            purpose="batch", part_size=5 * 1024 * 1024,
+        )  # fmt: skip
+        assert up.status == "completed" and up.file is not None
+        assert c.files.content(up.file.id).content == data
+        keys = [o["Key"] for o in client(endpoint).list_objects_v2(Bucket=bucket)["Contents"]]  # type: ignore[attr-defined]
+        assert keys == [f"batchd/files/{up.file.id}"]  # the parts are gone
+        batch = c.batches.create(
+            input_file_id=up.file.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        done = wait_batch(c, batch.id, timeout=120)
+        assert done.status == "completed" and done.request_counts is not None
+        assert done.request_counts.completed == 6000
+        proc.stop()

@@ -172,7 +172,7 @@ class S3BlobStore:
             if code == "InvalidRange":
                 return  # starts at or past the end: nothing to read
             if code in ("NoSuchKey", "404"):
-                raise FileNotFoundError(key) from exc
+                raise FileNotFoundError(f"NoSuchKey: {key}") from exc
             raise
         body = resp["Body"]
         try:
@@ -212,7 +212,7 @@ class S3BlobStore:
             await writer.copy_part(self._key(source), size)
         except self.client.exceptions.ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                raise FileNotFoundError(source) from exc
+                raise FileNotFoundError(f"NoSuchKey: {source}") from exc
             raise
 
     async def close(self) -> None:
