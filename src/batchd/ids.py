@@ -1,4 +1,5 @@
-"""Identifiers in OpenAI's shapes: ``file-…``, ``batch_…``, ``batch_req_…``.
+"""Identifiers in OpenAI's shapes: ``file-…``, ``batch_…``, ``batch_req_…``, ``upload_…``,
+``part_…``.
 
 Ids are random (never derived from user input) and contain only ``[A-Za-z0-9_-]``,
 so they are safe to use as storage keys; :func:`is_valid_id` checks an id that
@@ -11,7 +12,7 @@ import random
 import re
 import secrets
 
-_ID_RE = re.compile(r"^(file-|batch_|batch_req_)[A-Za-z0-9]{8,64}$")
+_ID_RE = re.compile(r"^(file-|batch_|batch_req_|upload_|part_)[A-Za-z0-9]{8,64}$")
 
 
 def _token() -> str:
@@ -24,6 +25,14 @@ def new_file_id() -> str:
 
 def new_batch_id() -> str:
     return f"batch_{_token()}"
+
+
+def new_upload_id() -> str:
+    return f"upload_{_token()}"
+
+
+def new_part_id() -> str:
+    return f"part_{_token()}"
 
 
 # Per-line ids need uniqueness, not secrecy (ownership is checked on every lookup);

@@ -27,7 +27,26 @@ BATCH_ENDPOINTS: tuple[str, ...] = (
     "/v1/embeddings",
     "/v1/completions",
     "/v1/moderations",
+    "/v1/images/generations",
+    "/v1/images/edits",
+    # vLLM's scoring endpoints, accepted as `vllm run-batch` accepts them (an extension).
+    "/v1/score",
+    "/v1/rerank",
 )
+
+REQUIRED_BODY_FIELDS: dict[str, tuple[tuple[str, ...], ...]] = {
+    # Besides ``model``: each entry is a required field, or alternatives (one must be set).
+    "/v1/responses": (("input",),),
+    "/v1/chat/completions": (("messages",),),
+    "/v1/embeddings": (("input",),),
+    "/v1/completions": (("prompt",),),
+    "/v1/moderations": (("input",),),
+    "/v1/images/generations": (("prompt",),),
+    "/v1/images/edits": (("image", "images"), ("prompt",)),
+    "/v1/score": (("text_1", "queries"), ("text_2", "documents", "items")),
+    "/v1/rerank": (("query",), ("documents",)),
+}
+"""What each batch endpoint's request body must carry (``missing_required_parameter``)."""
 
 
 class FileObject(BaseModel):
@@ -151,6 +170,8 @@ class BatchCreateRequest(BaseModel):
     completion_window: str
     metadata: dict[str, str] | None = None
     output_expires_after: OutputExpiresAfter | None = None
+    idempotency_key: str | None = None
+    """As the ``Idempotency-Key`` header (another OpenAI-compatible server's field)."""
 
 
 class Model(BaseModel):
@@ -158,6 +179,8 @@ class Model(BaseModel):
     object: Literal["model"] = "model"
     created: int = 0
     owned_by: str
+    endpoints: list[str] | None = None
+    """batchd's extension: the batch endpoints this model accepts."""
 
 
 class ModelList(BaseModel):

@@ -150,6 +150,32 @@ class Settings(BaseSettings):
     batch_file_ttl: int = Field(
         default=30 * 24 * 3600, description="Seconds until a batch input file expires."
     )
+    upload_ttl: int = Field(
+        default=3600, ge=1, description="Seconds an Upload (/v1/uploads) accepts parts before it "
+        "expires (OpenAI: one hour); its parts are purged after that.",
+    )
+    max_upload_bytes: int = Field(
+        default=8 * 1024 * MB, description="Largest file an Upload may announce (OpenAI: 8 GB)."
+    )
+    max_upload_part_bytes: int = Field(
+        default=64 * MB, description="Largest part of an Upload (OpenAI: 64 MB)."
+    )
+    file_purge_interval: float = Field(
+        default=60.0, gt=0, description="Seconds between purges of deleted or expired files, "
+        "finished uploads' parts and expired idempotency keys.",
+    )
+    idempotency_ttl: int = Field(
+        default=24 * 3600, ge=1, description="Seconds an Idempotency-Key is remembered."
+    )
+    max_enqueued_tokens: int | None = Field(
+        default=None, ge=0, description="Most input tokens one API key's unfinished batches "
+        "(validating, in progress, finalizing) may hold; a batch beyond it fails validation "
+        "with token_limit_exceeded. None: no limit.",
+    )
+    max_enqueued_requests: int | None = Field(
+        default=None, ge=0, description="Most requests one API key's unfinished batches may "
+        "hold (as max_enqueued_tokens). None: no limit.",
+    )
     shard_size: int = Field(default=1000, ge=1, description="Request lines per unit of work.")
     lease_seconds: float = Field(default=30.0, gt=0, description="How long a work claim lasts.")
     max_attempts: int = Field(default=6, ge=1, description="Tries per request (first + retries).")

@@ -8,15 +8,18 @@ phase and the pipeline's pre-upload check.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from batchd.jsonl import Line
+from batchd.protocol import REQUIRED_BODY_FIELDS
 
 MAX_CUSTOM_ID_CHARS = 512
 DEFAULT_MODERATION_MODEL = "omni-moderation-latest"
+INVALID_URL_MESSAGE = "The URL provided for this request does not match the batch endpoint."
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +49,8 @@ class ValidationReport:
     errors: list[LineError] = field(default_factory=list)
     error_count: int = 0
     """All errors found, including those beyond the listed cap."""
+    input_tokens: int = 0
+    """Prompt tokens of the valid lines, as ``count_tokens`` counts them (queue limits)."""
 
     @property
     def ok(self) -> bool:
@@ -99,12 +104,7 @@ def parse_request_line(raw: bytes, *, line: int, endpoint: str) -> Task | LineEr
         return _wrong_type("url", "a string", url, line)
     if url.rstrip("/") != endpoint:
         # A line names an endpoint path, never a host: anything else is refused here.
-        return LineError(
-            "url_mismatch",
-            f"The url {_short(url)!r} does not match the batch's endpoint {endpoint!r}.",
-            "url",
-            line,
-        )
+        return LineError("invalid_url", INVALID_URL_MESSAGE, "url", line)
 
     body = obj.get("body")
     if body is None:
@@ -113,7 +113,7 @@ def parse_request_line(raw: bytes, *, line: int, endpoint: str) -> Task | LineEr
         return _wrong_type("body", "an object", body, line)
     if body.get("stream") is True:
         return LineError(
-            "invalid_value",
+            "streaming_unsupported",
             "Streaming is not supported in batches: remove 'stream' or set it to false.",
             "body.stream",
             line,
@@ -125,18 +125,35 @@ def parse_request_line(raw: bytes, *, line: int, endpoint: str) -> Task | LineEr
         model = DEFAULT_MODERATION_MODEL
     if not isinstance(model, str) or not model:
         return _wrong_type("body.model", "a non-empty string", model, line)
+    for names in REQUIRED_BODY_FIELDS.get(endpoint, ()):
+        # Each entry is one required field, or alternatives of which one must be there.
+        if all(body.get(name) is None for name in names):
+            return _missing("body." + names[0], line)
     return Task(custom_id=custom_id, model=model, body=body)
 
 
 class FileValidator:
     """Accumulates the verdict on a whole file, one line at a time."""
 
-    def __init__(self, *, endpoint: str, max_tasks: int, max_errors: int = 100) -> None:
+    def __init__(
+        self,
+        *,
+        endpoint: str,
+        max_tasks: int,
+        max_errors: int = 100,
+        model_served: Callable[[str], bool] | None = None,
+        count_tokens: Callable[[str, dict[str, Any]], int] | None = None,
+    ) -> None:
         self.endpoint = endpoint
+        self._count_tokens = count_tokens
+        """``(model, body) -> prompt tokens``; None: not counted."""
         self.max_tasks = max_tasks
         self.max_errors = max_errors
         self.report = ValidationReport()
         self._seen: set[str] = set()
+        self._model_served = model_served
+        """The server's routing table (None: any model, as in the pipeline's own check)."""
+        self._model_verdicts: dict[str, bool] = {}
 
     def feed(self, line: Line) -> Task | None:
         """Check one line; returns the task when the line is a valid request."""
@@ -173,6 +190,17 @@ class FileValidator:
             )
             return None
         self._seen.add(result.custom_id)
+        if not self._served(result.model):
+            self._error(
+                LineError(
+                    "model_not_found",
+                    f"The provided model {_short(result.model)!r} is not supported by the "
+                    "Batch API.",
+                    "body.model",
+                    line.number,
+                )
+            )
+            return None
         if self.report.model is None:
             self.report.model = result.model
         elif result.model != self.report.model:
@@ -186,7 +214,17 @@ class FileValidator:
                 )
             )
             return None
+        if self._count_tokens is not None:
+            self.report.input_tokens += self._count_tokens(result.model, result.body)
         return result
+
+    def _served(self, model: str) -> bool:
+        if self._model_served is None:
+            return True
+        verdict = self._model_verdicts.get(model)
+        if verdict is None:
+            verdict = self._model_verdicts[model] = self._model_served(model)
+        return verdict
 
     def finish(self) -> ValidationReport:
         """The final verdict, with file-level errors added."""

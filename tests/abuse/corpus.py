@@ -152,26 +152,28 @@ FILE_CASES: list[FileCase] = [
     failed("body_list", enc(line(0, body=[{"model": "m"}])), "invalid_type"),
     failed("model_int", enc(line(0, body_model=3)), "invalid_type"),
     failed("model_empty", enc(line(0, body_model="")), "invalid_type"),
-    failed("stream_true", enc(line(0, body_stream=True)), "invalid_value"),
+    failed("stream_true", enc(line(0, body_stream=True)), "streaming_unsupported"),
     failed("missing_custom_id", enc(without("custom_id")), "missing_required_parameter"),
     failed("missing_method", enc(without("method")), "missing_required_parameter"),
     failed("missing_url", enc(without("url")), "missing_required_parameter"),
     failed("missing_body", enc(without("body")), "missing_required_parameter"),
     failed("missing_model", enc(without("body_model")), "missing_required_parameter"),
+    failed("missing_messages", enc(without("body_messages")), "missing_required_parameter"),
+    failed("messages_null", enc(line(0, body_messages=None)), "missing_required_parameter"),
     # --- where a line may send its request
     failed(
         "url_foreign_host",
         enc(line(0, url="http://evil.example/v1/chat/completions")),
-        "url_mismatch",
+        "invalid_url",
     ),
     failed(
         "url_scheme_relative_host",
         enc(line(0, url="//evil.example/v1/chat/completions")),
-        "url_mismatch",
+        "invalid_url",
     ),
-    failed("url_other_endpoint", enc(line(0, url="/v1/embeddings")), "url_mismatch"),
-    failed("url_traversal", enc(line(0, url="/v1/chat/completions/../../admin")), "url_mismatch"),
-    failed("url_query_string", enc(line(0, url="/v1/chat/completions?x=1")), "url_mismatch"),
+    failed("url_other_endpoint", enc(line(0, url="/v1/embeddings")), "invalid_url"),
+    failed("url_traversal", enc(line(0, url="/v1/chat/completions/../../admin")), "invalid_url"),
+    failed("url_query_string", enc(line(0, url="/v1/chat/completions?x=1")), "invalid_url"),
     # --- file-level rules
     failed("duplicate_custom_id", enc(line(0), line(0)), "duplicate_custom_id"),
     failed(
@@ -330,6 +332,10 @@ class CreateCase:
     code: str
 
 
+UNKNOWN_INPUT_FILES = ["../../etc/passwd", "file-000000000000", "", "\u00e9" * 40]
+"""``input_file_id`` values naming no file: the batch is created and fails at once
+(code ``invalid_request``, param ``file_id``), as OpenAI answers."""
+
 CREATE_FILE = "file-PLACEHOLDER0000"
 """Stands for a real uploaded batch file in :func:`create_cases`."""
 
@@ -338,18 +344,6 @@ def create_cases(file_id: str) -> list[CreateCase]:
     ok = {"input_file_id": file_id, "endpoint": EP, "completion_window": "24h"}
     return [
         CreateCase("input_file_id_int", {**ok, "input_file_id": 5}, 400, "invalid_value"),
-        CreateCase(
-            "input_file_id_traversal",
-            {**ok, "input_file_id": "../../etc/passwd"},
-            404,
-            "file_not_found",
-        ),
-        CreateCase(
-            "input_file_id_unknown",
-            {**ok, "input_file_id": "file-000000000000"},
-            404,
-            "file_not_found",
-        ),
         CreateCase(
             "missing_input_file_id",
             {"endpoint": EP, "completion_window": "24h"},

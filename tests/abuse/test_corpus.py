@@ -18,10 +18,12 @@ import pytest
 
 from abuse.corpus import (
     CREATE_FILE,
+    EP,
     FILE_CASES,
     MAX_BATCH_FILE,
     MAX_ERRORS,
     MAX_TASKS,
+    UNKNOWN_INPUT_FILES,
     UPLOAD_CASES,
     CreateCase,
     FileCase,
@@ -165,3 +167,17 @@ def test_bad_batch_create(case: CreateCase, server: InProcessBatchd) -> None:
     err = json.loads(raw)["error"]
     assert err["code"] == case.code, err
     assert err["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize("file_id", UNKNOWN_INPUT_FILES)
+def test_create_from_unknown_file_fails_the_batch(file_id: str, server: InProcessBatchd) -> None:
+    body = json.dumps({"input_file_id": file_id, "endpoint": EP, "completion_window": "24h"})
+    status, _, raw = server.http(
+        "POST", "/v1/batches", body=body.encode(), headers={"Content-Type": "application/json"}
+    )
+    assert status == 200, raw[:500]
+    batch = json.loads(raw)
+    assert batch["status"] == "failed" and batch["input_file_id"] == file_id
+    [e] = batch["errors"]["data"]
+    assert (e["code"], e["param"]) == ("invalid_request", "file_id")
+    assert server.client.batches.retrieve(batch["id"]).status == "failed"

@@ -27,7 +27,8 @@ CODES = {
     "missing_required_parameter",
     "invalid_type",
     "invalid_value",
-    "url_mismatch",
+    "invalid_url",
+    "streaming_unsupported",
 }
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -83,6 +84,7 @@ def expected_ok(obj: Any) -> bool:
         and body.get("stream") is not True
         and isinstance(body.get("model"), str)
         and body["model"] != ""
+        and body.get("messages") is not None
     )
 
 

@@ -95,16 +95,13 @@ concurrency = 2
     out = by_custom_id(results(c, b)[0])
     assert out["r0"]["response"]["body"]["model"] == "fam-7"
 
-    # A model no backend serves: every line ends in the error file.
+    # A model no backend serves: the batch fails validation, nothing is sent.
     none = run_batch(c, [chat_line(i, model="model-z") for i in range(3)])
-    assert none.status == "completed"
-    assert none.output_file_id is None
-    assert none.request_counts.model_dump() == {"total": 3, "completed": 0, "failed": 3}
-    _, err = results(c, none)
-    assert len(by_custom_id(err)) == 3
-    for line in err:
-        assert line["response"] is None
-        assert line["error"]["code"] == "model_not_available"
+    assert none.status == "failed"
+    assert none.output_file_id is None and none.error_file_id is None
+    assert [(e.code, e.param, e.line) for e in none.errors.data] == [
+        ("model_not_found", "body.model", n) for n in (1, 2, 3)
+    ]
     assert upstream.stats.total == 5 and upstream_b.stats.total == 6
 
 
@@ -167,6 +164,5 @@ def test_no_backend_at_all(start_api: StartApi) -> None:
     c = server.client
     assert c.models.list().data == []
     b = run_batch(c, [chat_line(1)])
-    assert b.status == "completed" and b.output_file_id is None
-    _, err = results(c, b)
-    assert [line["error"]["code"] for line in err] == ["model_not_available"]
+    assert b.status == "failed" and b.output_file_id is None
+    assert [e.code for e in b.errors.data] == ["model_not_found"]

@@ -101,7 +101,6 @@ def test_invalid_type(server: InProcessBatchd, param: str, value: Any) -> None:
     ("param", "change"),
     [
         ("method", {"method": "GET"}),
-        ("body.stream", {"body": {"model": "test-model", "messages": [], "stream": True}}),
         ("custom_id", {"custom_id": ""}),
     ],
 )
@@ -119,9 +118,15 @@ def test_invalid_value(server: InProcessBatchd, param: str, change: dict[str, An
         "/v1/chat/completions/../../admin",
     ],
 )
-def test_url_mismatch(server: InProcessBatchd, url: str) -> None:
+def test_invalid_url(server: InProcessBatchd, url: str) -> None:
     e = only(failed_errors(server, [good(1), {**good(2), "url": url}]))
-    assert (e["code"], e["line"], e["param"]) == ("url_mismatch", 2, "url")
+    assert (e["code"], e["line"], e["param"]) == ("invalid_url", 2, "url")
+
+
+def test_streaming_unsupported(server: InProcessBatchd) -> None:
+    line = {**good(3), "body": {"model": "test-model", "messages": [], "stream": True}}
+    e = only(failed_errors(server, [good(1), good(2), line]))
+    assert (e["code"], e["line"], e["param"]) == ("streaming_unsupported", 3, "body.stream")
 
 
 def test_model_mismatch(server: InProcessBatchd) -> None:
@@ -210,13 +215,14 @@ def test_errors_on_many_lines_are_all_reported(server: InProcessBatchd) -> None:
 # ------------------------------------------------------------ create-time refusals
 
 
-def test_create_from_unknown_file_is_404(server: InProcessBatchd) -> None:
-    with pytest.raises(openai.NotFoundError):
-        server.client.batches.create(
-            input_file_id="file-000000000000",
-            endpoint="/v1/chat/completions",
-            completion_window="24h",
-        )
+def test_create_from_unknown_file_fails_at_once(server: InProcessBatchd) -> None:
+    b = server.client.batches.create(
+        input_file_id="file-000000000000",
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+    )
+    assert b.status == "failed" and b.errors is not None
+    assert [(e.code, e.param) for e in b.errors.data] == [("invalid_request", "file_id")]
 
 
 def test_create_from_non_batch_file_is_400(server: InProcessBatchd) -> None:
@@ -232,7 +238,7 @@ def test_create_from_non_batch_file_is_400(server: InProcessBatchd) -> None:
 @pytest.mark.parametrize(
     ("endpoint", "window", "param"),
     [
-        ("/v1/images/generations", "24h", "endpoint"),
+        ("/v1/audio/speech", "24h", "endpoint"),
         ("/v1/chat/completion", "24h", "endpoint"),
         ("/v1/chat/completions", "1h", "completion_window"),
         ("/v1/chat/completions", "2s", "completion_window"),

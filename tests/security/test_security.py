@@ -79,12 +79,6 @@ def test_tenant_isolation_on_every_endpoint(two_tenants: InProcessBatchd) -> Non
             status, body = as_mallory(method, path)
             assert status == 404, (method, path, body)
             assert body["error"]["code"] == "file_not_found"
-        status, body = as_mallory(
-            "POST",
-            "/v1/batches",
-            {"input_file_id": fid, "endpoint": "/v1/chat/completions", "completion_window": "24h"},
-        )
-        assert status == 404, body
     for bid in batches:
         for method, path in (
             ("GET", f"/v1/batches/{bid}"),
@@ -102,6 +96,19 @@ def test_tenant_isolation_on_every_endpoint(two_tenants: InProcessBatchd) -> Non
             assert body["data"] == [], (path, query)
     status, body = as_mallory("GET", "/v1/files?purpose=batch_output&order=asc")
     assert body["data"] == []
+    # A batch from alice's file: created and failed at once, exactly as for a file that
+    # does not exist (as OpenAI does), and it is mallory's, not alice's.
+    for fid in files:
+        status, body = as_mallory(
+            "POST",
+            "/v1/batches",
+            {"input_file_id": fid, "endpoint": "/v1/chat/completions", "completion_window": "24h"},
+        )
+        assert status == 200 and body["status"] == "failed", body
+        assert body["errors"]["data"][0]["message"] == (
+            f"Cannot find file {fid}, or this API key does not have access to it."
+        )
+        assert body["id"] not in {b.id for b in alice.batches.list().data}
     # Alice's objects are untouched and still hers.
     assert alice.files.retrieve(done.output_file_id).id == done.output_file_id
     assert "echo: hello 1" in alice.files.content(done.output_file_id).text
@@ -260,12 +267,24 @@ def _tree(root: Path) -> dict[str, tuple[int, float]]:
     }
 
 
+SECRET_MARK = "contents-of-the-secret-file-7f3a"
+"""Written into a file outside the data dir: no answer may ever contain it."""
+
+
+def assert_failed_unknown_file(status: int, raw: bytes, file_id: str) -> None:
+    assert status == 200, (file_id, raw[:300])
+    batch = json.loads(raw)
+    assert batch["status"] == "failed" and batch["in_progress_at"] is None
+    assert [e["code"] for e in batch["errors"]["data"]] == ["invalid_request"]
+    assert SECRET_MARK.encode() not in raw
+
+
 def test_ids_never_become_paths(
     start_batchd: StartBatchd, upstream: UpstreamServer, tmp_path: Path
 ) -> None:
     data_dir = tmp_path / "data"
     secret = tmp_path / "secret.jsonl"
-    secret.write_text(json.dumps(chat_line(1)) + "\n")
+    secret.write_text(json.dumps(chat_line(1, text=SECRET_MARK)) + "\n")
     server = start_batchd(upstream=upstream.base_url, data_dir=data_dir)
     real = run_batch(server.client, [chat_line(1)])
     outside = _tree(tmp_path.parent)
@@ -286,7 +305,7 @@ def test_ids_never_become_paths(
             assert status in (200, 400, 404, 405), (method, path, status, raw[:300])
             if status == 200:  # a list: the cursor matched nothing
                 assert method == "GET" and "after=" in path
-            assert b"secret" not in raw.replace(evil.encode(), b"") or status != 200
+            assert SECRET_MARK.encode() not in raw
         body = {
             "input_file_id": evil.replace("%2F", "/").replace("%2f", "/"),
             "endpoint": "/v1/chat/completions",
@@ -298,25 +317,32 @@ def test_ids_never_become_paths(
             body=json.dumps(body).encode(),
             headers={"Content-Type": "application/json"},
         )
-        assert status in (400, 404), (evil, raw[:300])
+        # Never read as a path: the batch is created and fails at once (as OpenAI does).
+        assert_failed_unknown_file(status, raw, body["input_file_id"])
     for absolute in (str(secret), str(secret).lstrip("/"), os.fspath(data_dir / "batchd.db")):
         body = {
             "input_file_id": absolute,
             "endpoint": "/v1/chat/completions",
             "completion_window": "24h",
         }
-        status, _, _ = server.http(
+        status, _, raw = server.http(
             "POST",
             "/v1/batches",
             body=json.dumps(body).encode(),
             headers={"Content-Type": "application/json"},
         )
-        assert status == 404
+        assert_failed_unknown_file(status, raw, absolute)
     # Nothing outside the data dir was read into a batch, changed or removed.
     after = {p: v for p, v in _tree(tmp_path.parent).items() if not p.startswith(str(data_dir))}
     assert after == outside
-    assert secret.read_text() == json.dumps(chat_line(1)) + "\n"
-    assert [b.id for b in server.client.batches.list().data] == [real.id]
+    assert secret.read_text() == json.dumps(chat_line(1, text=SECRET_MARK)) + "\n"
+    # Every other batch failed at creation: none read a line or ran a request.
+    others = [b for b in server.client.batches.list(limit=100).data if b.id != real.id]
+    assert len(others) == len(server.client.batches.list(limit=100).data) - 1
+    for b in others:
+        assert b.status == "failed" and b.in_progress_at is None, b
+        assert b.request_counts is not None and b.request_counts.total == 0
+        assert b.output_file_id is None and b.error_file_id is None
     assert server.client.files.retrieve(real.output_file_id).id == real.output_file_id
 
 
@@ -396,7 +422,7 @@ def test_request_bodies_reach_only_configured_backends(
             line = {**chat_line(1), "url": url}
             b = wait_batch(c, create_batch(c, [chat_line(0), line]).id)
             assert b.status == "failed"
-            assert [e.code for e in b.errors.data] == ["url_mismatch"]
+            assert [e.code for e in b.errors.data] == ["invalid_url"]
         # Body fields that name another server are passed through, never followed.
         line = chat_line(2)
         line["body"].update(

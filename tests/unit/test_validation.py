@@ -41,7 +41,7 @@ def test_valid_line() -> None:
     assert t == Task(custom_id="a", model="m", body={"model": "m", "messages": []})
     assert isinstance(parse(req(method="post")), Task)  # case-insensitive
     assert isinstance(parse(req(url=EP + "/")), Task)
-    assert isinstance(parse(req(body={"model": "m", "stream": False})), Task)
+    assert isinstance(parse(req(body={"model": "m", "messages": [], "stream": False})), Task)
 
 
 @pytest.mark.parametrize("raw", [b"{", b"nope", b'{"a": 1} x', b"\xff\xfe"])
@@ -86,11 +86,52 @@ def test_invalid_type(over: dict[str, Any], param: str) -> None:
     assert err(req(**over)) == ("invalid_type", param, 3)
 
 
+def test_stream_true_is_streaming_unsupported() -> None:
+    body = {"model": "m", "messages": [], "stream": True}
+    assert err(req(body=body)) == ("streaming_unsupported", "body.stream", 3)
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "body", "param"),
+    [
+        ("/v1/chat/completions", {"model": "m"}, "body.messages"),
+        ("/v1/completions", {"model": "m"}, "body.prompt"),
+        ("/v1/embeddings", {"model": "m"}, "body.input"),
+        ("/v1/moderations", {"model": "m"}, "body.input"),
+        ("/v1/moderations", {}, "body.input"),
+        ("/v1/responses", {"model": "m"}, "body.input"),
+        ("/v1/images/generations", {"model": "m"}, "body.prompt"),
+        ("/v1/images/edits", {"model": "m", "prompt": "p"}, "body.image"),
+        ("/v1/images/edits", {"model": "m", "image": "data:..."}, "body.prompt"),
+        ("/v1/score", {"model": "m", "text_1": "a"}, "body.text_2"),
+        ("/v1/score", {"model": "m", "text_2": "a"}, "body.text_1"),
+        ("/v1/rerank", {"model": "m", "query": "q"}, "body.documents"),
+        ("/v1/rerank", {"model": "m", "documents": ["d"]}, "body.query"),
+        ("/v1/chat/completions", {"model": "m", "messages": None}, "body.messages"),
+    ],
+)
+def test_required_body_fields(endpoint: str, body: dict[str, Any], param: str) -> None:
+    line = req(url=endpoint, body=body)
+    assert err(line, endpoint=endpoint) == ("missing_required_parameter", param, 3)
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "body"),
+    [
+        ("/v1/images/edits", {"model": "m", "prompt": "p", "images": [{"image_url": "u"}]}),
+        ("/v1/score", {"model": "m", "queries": "a", "documents": ["b"]}),
+        ("/v1/rerank", {"model": "m", "query": "q", "documents": ["d"]}),
+        ("/v1/images/generations", {"model": "m", "prompt": "p"}),
+    ],
+)
+def test_new_endpoints_accept_complete_bodies(endpoint: str, body: dict[str, Any]) -> None:
+    assert isinstance(parse(req(url=endpoint, body=body), endpoint=endpoint), Task)
+
+
 @pytest.mark.parametrize(
     ("over", "param"),
     [
         ({"method": "GET"}, "method"),
-        ({"body": {"model": "m", "stream": True}}, "body.stream"),
         ({"custom_id": ""}, "custom_id"),
         ({"custom_id": "x" * 513}, "custom_id"),
     ],
@@ -102,8 +143,11 @@ def test_invalid_value(over: dict[str, Any], param: str) -> None:
 @pytest.mark.parametrize(
     "url", ["/v1/embeddings", "http://evil/v1/chat/completions", "v1/chat/completions", ""]
 )
-def test_url_mismatch(url: str) -> None:
-    assert err(req(url=url)) == ("url_mismatch", "url", 3)
+def test_invalid_url(url: str) -> None:
+    assert err(req(url=url)) == ("invalid_url", "url", 3)
+    e = parse(req(url=url))
+    assert isinstance(e, LineError)
+    assert e.message == "The URL provided for this request does not match the batch endpoint."
 
 
 def lines(*objs: Any) -> list[Line]:
@@ -139,7 +183,7 @@ def test_duplicate_custom_id() -> None:
 
 
 def test_model_mismatch() -> None:
-    _, report = run(req(custom_id="a"), req(custom_id="b", body={"model": "other"}))
+    _, report = run(req(custom_id="a"), req(custom_id="b", body={"model": "other", "messages": []}))
     assert codes(report) == [("model_mismatch", 2)]
     assert report.model == "m"
 
@@ -183,3 +227,31 @@ def test_file_level_errors_survive_the_cap() -> None:
         "too_many_tasks",
         "too_many_errors",
     ]
+
+
+def test_model_not_found_uses_the_routing_table() -> None:
+    asked: list[str] = []
+
+    def served(model: str) -> bool:
+        asked.append(model)
+        return model == "m"
+
+    v = FileValidator(endpoint=EP, max_tasks=100, model_served=served)
+    bad = req(custom_id="b", body={"model": "nope", "messages": []})
+    for line in lines(req(custom_id="a"), bad, {**bad, "custom_id": "c"}):
+        v.feed(line)
+    report = v.finish()
+    assert [(e.code, e.param, e.line) for e in report.errors] == [
+        ("model_not_found", "body.model", 2),
+        ("model_not_found", "body.model", 3),
+    ]
+    assert report.errors[0].message == (
+        "The provided model 'nope' is not supported by the Batch API."
+    )
+    assert asked == ["m", "nope"]  # one look-up per distinct model
+
+
+def test_without_a_routing_table_any_model_passes() -> None:
+    v = FileValidator(endpoint=EP, max_tasks=100)
+    v.feed(lines(req(body={"model": "anything", "messages": []}))[0])
+    assert v.finish().ok

@@ -6,6 +6,7 @@ import fnmatch
 from dataclasses import dataclass
 
 from batchd.backends.base import Backend
+from batchd.protocol import BATCH_ENDPOINTS
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,22 @@ class Router:
         if self._fallback is not None and model in self._fallback.backend.model_ids():
             return self._fallback
         return None
+
+    def endpoints_for(self, model: str) -> tuple[str, ...]:
+        """The batch endpoints ``model`` can be sent to (none when nothing routes it).
+
+        A backend that knows its models' endpoints says so (``endpoints_for``, as the
+        embedded models do); an OpenAI-compatible server is passed every endpoint and
+        answers for itself.
+        """
+        route = self.resolve(model)
+        if route is None:
+            return ()
+        known = getattr(route.backend, "endpoints_for", None)
+        return tuple(known(model)) if known is not None else BATCH_ENDPOINTS
+
+    def serves(self, model: str, endpoint: str) -> bool:
+        return endpoint in self.endpoints_for(model)
 
     def backends(self) -> list[Backend]:
         seen: dict[int, Backend] = {}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
 
@@ -31,6 +31,12 @@ class BlobStore(Protocol):
 
     async def delete(self, key: str) -> None:
         """Remove a blob; a missing one is not an error."""
+        ...
+
+    async def concat(self, key: str, sources: Sequence[tuple[str, int]]) -> int:
+        """Make blob ``key`` of the blobs ``sources`` (``(key, size)``) in that order,
+        without holding them in memory; ``key`` appears whole or not at all. Returns its
+        size. A missing source raises FileNotFoundError."""
         ...
 
     async def close(self) -> None: ...

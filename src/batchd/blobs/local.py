@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -96,6 +96,19 @@ class LocalBlobStore:
 
     async def delete(self, key: str) -> None:
         await asyncio.to_thread(self._path(key).unlink, True)
+
+    async def concat(self, key: str, sources: Sequence[tuple[str, int]]) -> int:
+        # Streamed through a temp file that is renamed into place after an fsync (as any
+        # write is): a crash leaves the whole blob or only a temp file, dropped at start.
+        writer = await self.open_writer(key)
+        try:
+            for source, _size in sources:
+                async for chunk in self.read(source):
+                    await writer.write(chunk)
+            return await writer.commit()
+        except BaseException:
+            await writer.abort()
+            raise
 
     async def close(self) -> None:
         return None

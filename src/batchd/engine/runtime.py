@@ -20,6 +20,7 @@ from batchd.backends.router import Router
 from batchd.blobs.base import BlobStore
 from batchd.blobs.open import open_blob_store
 from batchd.engine.events import EngineObserver, Observers
+from batchd.engine.queue_limits import QueueLimits
 from batchd.engine.worker import Worker, WorkerOptions
 from batchd.retry import RetryPolicy
 from batchd.settings import Settings
@@ -61,6 +62,11 @@ def build_worker(
             max_errors=settings.max_validation_errors,
             max_line_bytes=settings.max_batch_file_bytes,
             cancel_grace=settings.cancel_grace,
+            file_purge_interval=settings.file_purge_interval,
+            queue_limits=QueueLimits(
+                max_tokens=settings.max_enqueued_tokens,
+                max_requests=settings.max_enqueued_requests,
+            ),
             adaptive_concurrency=settings.adaptive_concurrency,
         ),
         observers=observers,

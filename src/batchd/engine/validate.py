@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 
 from batchd.blobs.base import BlobStore
 from batchd.clock import now
 from batchd.engine.events import Observers
+from batchd.engine.queue_limits import LimitsFor, QueueLimits, limit_error
 from batchd.jsonl import iter_lines
 from batchd.states import BatchStatus
 from batchd.store.base import Store
 from batchd.store.records import BatchRecord, ShardRecord
+from batchd.tokens import PromptTokens
 from batchd.validation import FileValidator
 
 log = logging.getLogger(__name__)
@@ -33,8 +36,16 @@ async def validate_batch(
     max_line_bytes: int,
     shard_size: int,
     observers: Observers | None = None,
+    model_served: Callable[[str], bool] | None = None,
+    limits_for: LimitsFor | None = None,
 ) -> None:
-    validator = FileValidator(endpoint=batch.endpoint, max_tasks=max_tasks, max_errors=max_errors)
+    validator = FileValidator(
+        endpoint=batch.endpoint,
+        max_tasks=max_tasks,
+        max_errors=max_errors,
+        model_served=model_served,
+        count_tokens=PromptTokens(),
+    )
     shards: list[ShardRecord] = []
     try:
         await _scan(batch, blobs, validator, shards, max_line_bytes, shard_size)
@@ -51,6 +62,21 @@ async def validate_batch(
         await store.fail_batch(
             batch.id, owner, errors=errors, total=report.total, model=report.model, now=now()
         )
+        await _announce(store, batch.id, observers)
+        return
+    # Admission records the batch's counts on it (so the next batch's check sums them)
+    # even without limits: limits set later then see the work already queued.
+    limits = limits_for(batch.tenant) if limits_for is not None else QueueLimits()
+    refused = await store.admit_batch(
+        batch.id, owner, tenant=batch.tenant, tokens=report.input_tokens,
+        requests=report.total, max_tokens=limits.max_tokens, max_requests=limits.max_requests,
+    )  # fmt: skip
+    if refused is not None:
+        log.info("batch %s refused by the %s queue limit", batch.id, refused[0])
+        await store.fail_batch(
+            batch.id, owner, errors=[limit_error(*refused, report.model)], total=report.total,
+            model=report.model, now=now(),
+        )  # fmt: skip
         await _announce(store, batch.id, observers)
         return
     await store.start_batch(

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from batchd.backends.router import Router
@@ -30,6 +31,8 @@ from batchd.engine.executor import Executor, ShardJob
 from batchd.engine.finalize import finalize_batch
 from batchd.engine.limits import Limits
 from batchd.engine.owner import is_dead_local_owner, new_owner_id
+from batchd.engine.queue_limits import QueueLimits, fixed_limits
+from batchd.engine.upload_purge import purge_uploads
 from batchd.engine.validate import validate_batch
 from batchd.engine.writer import ResultWriter
 from batchd.retry import RetryPolicy
@@ -60,6 +63,8 @@ class WorkerOptions:
     """Seconds between worker-registry refreshes (the shared concurrency split)."""
     adaptive_concurrency: bool = True
     """AIMD per backend (engine/limits.py); off: always the full share."""
+    queue_limits: QueueLimits = field(default_factory=QueueLimits)
+    """Per-key bounds on unfinished work (engine/queue_limits.py)."""
 
 
 class Worker:
@@ -79,6 +84,7 @@ class Worker:
         self._blobs = blobs
         self._opts = options
         self._writer = ResultWriter(store)
+        self._router = router
         self.executor = Executor(
             store=store,
             blobs=blobs,
@@ -224,6 +230,8 @@ class Worker:
                     max_line_bytes=opts.max_line_bytes,
                     shard_size=opts.shard_size,
                     observers=self.observers,
+                    model_served=functools.partial(self._router.serves, endpoint=batch.endpoint),
+                    limits_for=fixed_limits(opts.queue_limits),
                 ),
                 f"validate {batch.id}",
             )
@@ -297,8 +305,12 @@ class Worker:
         return task
 
     async def _purge_files(self) -> None:
-        """Remove the bytes of deleted and expired files once no batch needs them."""
-        doomed = await self._store.files_to_purge(now())
+        """Remove the bytes of deleted and expired files once no batch needs them, the
+        parts of finished and expired uploads, and expired idempotency keys."""
+        t = now()
+        doomed = await self._store.files_to_purge(t)
         for rec in doomed:
             await self._blobs.delete(rec.id)
         await self._store.forget_files([rec.id for rec in doomed])
+        await purge_uploads(self._store, self._blobs, t)
+        await self._store.purge_idempotency_keys(t)

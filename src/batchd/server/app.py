@@ -22,8 +22,11 @@ from batchd.server.routes import router as api_routes
 from batchd.server.state import AppState
 from batchd.server.ui import router as ui_routes
 from batchd.server.ui.routes import build_ui_state
+from batchd.server.uploads_routes import router as upload_routes
 from batchd.services.batches import BatchService
 from batchd.services.files import FileService
+from batchd.services.idempotency import Idempotency
+from batchd.services.uploads import UploadService
 from batchd.settings import Settings
 from batchd.webhooks import build_dispatcher
 
@@ -73,6 +76,8 @@ def create_app(settings: Settings) -> FastAPI:
             router=runtime.router,
             worker=worker,
             limits=limits,
+            uploads=UploadService(store=store, blobs=runtime.blobs, settings=settings),
+            idempotency=Idempotency(store, ttl=settings.idempotency_ttl),
         )
         files = app.state.batchd.files
         app.state.ui = build_ui_state(
@@ -107,6 +112,7 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.include_router(api_routes)
+    app.include_router(upload_routes)
     if metrics is not None:
         app.state.metrics = metrics
         app.include_router(metrics_routes)

@@ -8,15 +8,22 @@ arrives, so size limits apply while streaming and the bytes are written once.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
 from batchd.errors import InvalidRequest
-from batchd.services.files import Upload
 
 MAX_FIELD_BYTES = 64 * 1024
+
+
+class Sink(Protocol):
+    """Where the bytes of the file part go (a file upload, an Upload's part)."""
+
+    async def write(self, data: bytes) -> None: ...
+
+    def expect_purpose(self, purpose: str) -> None: ...
 
 
 @dataclass
@@ -33,7 +40,12 @@ class UploadForm:
     """None when no ``file`` part was sent."""
 
 
-async def receive_upload(request: Request, upload: Upload) -> UploadForm:
+async def receive_upload(
+    request: Request, upload: Sink, *, file_field: str = "file", require_filename: bool = True
+) -> UploadForm:
+    """Stream the ``file_field`` part into ``upload``; the other fields are returned.
+    ``require_filename=False``: the part is the file even without a filename (an Upload's
+    ``data``, which clients may send as a plain field)."""
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     boundary = params.get(b"boundary")
     if content_type != b"multipart/form-data" or not boundary:
@@ -87,14 +99,18 @@ async def receive_upload(request: Request, upload: Upload) -> UploadForm:
             for kind, value in events:
                 if kind == "part":
                     part = _part_from_headers(value)
-                    if part.filename is not None and part.name == "file":
+                    if part.filename is None and part.name == file_field and not require_filename:
+                        part.filename = ""
+                    if part.filename is not None and part.name == file_field:
                         if filename is not None:
                             raise InvalidRequest(
-                                "Send exactly one 'file' part.", param="file", code="invalid_value"
+                                f"Send exactly one {file_field!r} part.",
+                                param=file_field,
+                                code="invalid_value",
                             )
                         filename = part.filename or "upload"
                 elif kind == "data" and part is not None:
-                    if part.name == "file" and part.filename is not None:
+                    if part.name == file_field and part.filename is not None:
                         await upload.write(value)
                     else:
                         part.data.extend(value)
@@ -105,7 +121,7 @@ async def receive_upload(request: Request, upload: Upload) -> UploadForm:
                                 code="invalid_value",
                             )
                 elif kind == "end" and part is not None:
-                    if not (part.name == "file" and part.filename is not None):
+                    if not (part.name == file_field and part.filename is not None):
                         fields[part.name] = part.data.decode("utf-8", "replace")
                         if part.name == "purpose":
                             upload.expect_purpose(fields["purpose"])

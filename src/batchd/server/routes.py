@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
 from batchd.errors import InvalidRequest, NotFound, PayloadTooLarge
@@ -41,6 +41,7 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 router = APIRouter(responses=_errors(400, 401))
 Tenant = Annotated[str, Depends(request_tenant)]
 State = Annotated[AppState, Depends(app_state)]
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
 
 _UPLOAD_SCHEMA: dict[str, Any] = {
     "requestBody": {
@@ -75,8 +76,10 @@ async def health() -> dict[str, str]:
 # ------------------------------------------------------------------- files
 
 
-@router.post("/v1/files", openapi_extra=_UPLOAD_SCHEMA, responses=_errors(413))
-async def create_file(request: Request, tenant: Tenant, state: State) -> FileObject:
+@router.post("/v1/files", openapi_extra=_UPLOAD_SCHEMA, responses=_errors(409, 413))
+async def create_file(
+    request: Request, tenant: Tenant, state: State, idempotency_key: IdempotencyKey = None
+) -> FileObject:
     length = request.headers.get("content-length")
     limit = state.settings.max_file_bytes
     if length and length.isdigit() and int(length) > limit + 1024 * 1024:
@@ -93,13 +96,22 @@ async def create_file(request: Request, tenant: Tenant, state: State) -> FileObj
                 code="missing_required_parameter",
             )
         expires_after = _expires_after(form.fields)
-        rec = await upload.finish(
-            filename=form.filename, purpose=form.fields.get("purpose"), expires_after=expires_after
+        filename = form.filename
+
+        async def create() -> tuple[str, dict[str, Any]]:
+            rec = await upload.finish(
+                filename=filename, purpose=form.fields.get("purpose"), expires_after=expires_after
+            )
+            return rec.id, file_object(rec).model_dump(mode="json")
+
+        # The bytes are known only once streamed: a repeated key compares their digest.
+        seen = {"fields": form.fields, "filename": filename, "sha256": upload.digest.hexdigest()}
+        answer = await state.idempotency.run(
+            tenant, idempotency_key, kind="file", request=seen, create=create
         )
-    except BaseException:
-        await upload.abort()
-        raise
-    return file_object(rec)
+    finally:
+        await upload.abort()  # a no-op once finished; drops the bytes of a replay
+    return FileObject.model_validate(answer)
 
 
 def _expires_after(fields: dict[str, str]) -> tuple[str, int] | None:
@@ -171,9 +183,27 @@ async def delete_file(file_id: str, tenant: Tenant, state: State) -> FileDeleted
 # ----------------------------------------------------------------- batches
 
 
-@router.post("/v1/batches", responses=_errors(404))
-async def create_batch(body: BatchCreateRequest, tenant: Tenant, state: State) -> Batch:
-    return batch_object(await state.batches.create(tenant, body))
+@router.post("/v1/batches", responses=_errors(404, 409))
+async def create_batch(
+    body: BatchCreateRequest, tenant: Tenant, state: State, idempotency_key: IdempotencyKey = None
+) -> Batch:
+    if body.idempotency_key is not None and idempotency_key not in (None, body.idempotency_key):
+        raise InvalidRequest(
+            "The Idempotency-Key header and the idempotency_key field differ.",
+            param="idempotency_key",
+            code="invalid_value",
+        )
+    key = idempotency_key if idempotency_key is not None else body.idempotency_key
+
+    async def create() -> tuple[str, dict[str, Any]]:
+        rec = await state.batches.create(tenant, body)
+        return rec.id, batch_object(rec).model_dump(mode="json")
+
+    request = body.model_dump(mode="json", exclude={"idempotency_key"})
+    answer = await state.idempotency.run(
+        tenant, key, kind="batch", request=request, create=create
+    )
+    return Batch.model_validate(answer)
 
 
 @router.get("/v1/batches")
@@ -205,15 +235,24 @@ async def cancel_batch(batch_id: str, tenant: Tenant, state: State) -> Batch:
 
 @router.get("/v1/models")
 async def list_models(_tenant: Tenant, state: State) -> ModelList:
-    return ModelList(data=[Model(id=m, owned_by=b) for m, b in await state.router.discover()])
+    found = await state.router.discover()
+    return ModelList(
+        data=[Model(id=m, owned_by=b, endpoints=_endpoints(state, m)) for m, b in found]
+    )
 
 
 @router.get("/v1/models/{model_id:path}", responses=_errors(404))
 async def retrieve_model(model_id: str, _tenant: Tenant, state: State) -> Model:
     route = state.router.resolve(model_id)
     if route is not None:
-        return Model(id=model_id, owned_by=route.backend.name)
+        return Model(
+            id=model_id, owned_by=route.backend.name, endpoints=_endpoints(state, model_id)
+        )
     raise NotFound(f"The model {model_id!r} does not exist.", param="model", code="model_not_found")
+
+
+def _endpoints(state: AppState, model: str) -> list[str]:
+    return list(state.router.endpoints_for(model))
 
 
 __all__ = ["router"]

@@ -12,6 +12,8 @@ from batchd.backends.router import Router
 from batchd.engine.worker import Worker
 from batchd.services.batches import BatchService
 from batchd.services.files import FileService
+from batchd.services.idempotency import Idempotency
+from batchd.services.uploads import UploadService
 from batchd.settings import Settings
 
 
@@ -22,6 +24,8 @@ class AppState:
     batches: BatchService
     router: Router
     worker: Worker | None
+    uploads: UploadService
+    idempotency: Idempotency
     limits: Callable[[], Mapping[str, Mapping[str, Any]]] = dict
     """Per backend dispatch state (engine/limits.py ``Limits.snapshot``), from the worker
     in this process or as the engine child last reported it; empty without an engine."""

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Any
 
 from batchd.clock import now
 from batchd.errors import Conflict, InvalidRequest, NotFound
 from batchd.ids import is_valid_id, new_batch_id
 from batchd.protocol import BATCH_ENDPOINTS, BatchCreateRequest
 from batchd.settings import Settings
-from batchd.states import BatchStatus
+from batchd.states import BatchPhase, BatchStatus
 from batchd.store.base import Store
 from batchd.store.records import BatchRecord, Page
 
@@ -34,9 +35,9 @@ class BatchService:
 
     async def create(self, tenant: str, req: BatchCreateRequest) -> BatchRecord:
         if req.endpoint not in BATCH_ENDPOINTS:
+            supported = ", ".join(repr(e) for e in BATCH_ENDPOINTS)
             raise InvalidRequest(
-                f"Unsupported endpoint {req.endpoint!r}; expected one of "
-                f"{', '.join(BATCH_ENDPOINTS)}.",
+                f"Invalid value: {req.endpoint!r}. Supported values are: {supported}.",
                 param="endpoint",
                 code="invalid_value",
             )
@@ -54,11 +55,13 @@ class BatchService:
             if is_valid_id(req.input_file_id)
             else None
         )
+        created = now()
         if file is None:
-            raise NotFound(
-                f"No such File object: {req.input_file_id}",
-                param="input_file_id",
-                code="file_not_found",
+            # As OpenAI does: the batch is created and fails at once. Another key's file
+            # and a file that does not exist look the same.
+            return await self._insert(
+                self._record(tenant, req, created, seconds, input_file_id=req.input_file_id),
+                failed_with=[_missing_file_error(req.input_file_id)],
             )
         if file.purpose != "batch":
             raise InvalidRequest(
@@ -67,11 +70,18 @@ class BatchService:
                 param="input_file_id",
                 code="invalid_file_purpose",
             )
-        created = now()
-        rec = BatchRecord(
+        return await self._insert(
+            self._record(tenant, req, created, seconds, input_file_id=file.id)
+        )
+
+    @staticmethod
+    def _record(
+        tenant: str, req: BatchCreateRequest, created: int, seconds: int, *, input_file_id: str
+    ) -> BatchRecord:
+        return BatchRecord(
             id=new_batch_id(),
             tenant=tenant,
-            input_file_id=file.id,
+            input_file_id=input_file_id,
             endpoint=req.endpoint,
             completion_window=req.completion_window,
             status=BatchStatus.VALIDATING,
@@ -82,14 +92,22 @@ class BatchService:
                 req.output_expires_after.seconds if req.output_expires_after else None
             ),
         )
+
+    async def _insert(
+        self, rec: BatchRecord, *, failed_with: list[dict[str, Any]] | None = None
+    ) -> BatchRecord:
+        if failed_with is not None:
+            rec.status, rec.phase, rec.errors = BatchStatus.FAILED, BatchPhase.DONE, failed_with
+            rec.failed_at = rec.created_at
         await self.store.insert_batch(rec)
-        self._notify()
+        if failed_with is None:
+            self._notify()  # work for the engine: validate it
         return rec
 
     async def get(self, tenant: str, batch_id: str) -> BatchRecord:
         rec = await self.store.get_batch(batch_id, tenant=tenant) if is_valid_id(batch_id) else None
         if rec is None:
-            raise NotFound(f"No such Batch object: {batch_id}", param="id", code="batch_not_found")
+            raise _no_batch(batch_id)
         return rec
 
     async def list(self, tenant: str, *, after: str | None, limit: int) -> Page[BatchRecord]:
@@ -103,7 +121,7 @@ class BatchService:
         await self.get(tenant, batch_id)
         rec = await self.store.request_cancel(batch_id, tenant=tenant, now=now())
         if rec is None:
-            raise NotFound(f"No such Batch object: {batch_id}", param="id", code="batch_not_found")
+            raise _no_batch(batch_id)
         if rec.status not in (BatchStatus.CANCELLING, BatchStatus.CANCELLED):
             raise Conflict(
                 f"Cannot cancel a batch with status {rec.status!r}.",
@@ -112,6 +130,19 @@ class BatchService:
             )
         self._notify()
         return rec
+
+
+def _no_batch(batch_id: str) -> NotFound:
+    return NotFound(f"No batch found with id '{batch_id}'.", param="id", code="batch_not_found")
+
+
+def _missing_file_error(file_id: str) -> dict[str, Any]:
+    return {
+        "code": "invalid_request",
+        "message": f"Cannot find file {file_id}, or this API key does not have access to it.",
+        "param": "file_id",
+        "line": None,
+    }
 
 
 def _check_metadata(metadata: dict[str, str] | None) -> None:

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
 
 from batchd.blobs.base import BlobStore, BlobWriter
 from batchd.clock import now
 from batchd.errors import InvalidRequest, NotFound, PayloadTooLarge
 from batchd.ids import is_valid_id, new_file_id
-from batchd.protocol import UPLOAD_PURPOSES
+from batchd.services.file_policy import (
+    check_expires_after,
+    check_filename,
+    check_purpose,
+    file_expiry,
+)
 from batchd.settings import Settings
 from batchd.store.base import Store
 from batchd.store.records import FileRecord, Page
-
-MIN_EXPIRY, MAX_EXPIRY = 3600, 2_592_000
 
 
 class Upload:
@@ -26,6 +30,8 @@ class Upload:
         self.tenant = tenant
         self.limit = service.settings.max_file_bytes
         self._closed = False
+        self.digest = hashlib.sha256()
+        """Of the bytes so far (an Idempotency-Key compares requests by it)."""
 
     async def write(self, data: bytes) -> None:
         if self._writer.size + len(data) > self.limit:
@@ -34,6 +40,7 @@ class Upload:
                 code="file_too_large",
                 param="file",
             )
+        self.digest.update(data)
         await self._writer.write(data)
 
     def expect_purpose(self, purpose: str) -> None:
@@ -50,45 +57,13 @@ class Upload:
     async def finish(
         self, *, filename: str, purpose: str | None, expires_after: tuple[str, int] | None
     ) -> FileRecord:
-        if purpose is None:
-            raise InvalidRequest(
-                "Missing required parameter: 'purpose'.",
-                param="purpose",
-                code="missing_required_parameter",
-            )
-        if purpose not in UPLOAD_PURPOSES:
-            raise InvalidRequest(
-                f"Invalid purpose {purpose!r}; expected one of "
-                f"{', '.join(sorted(UPLOAD_PURPOSES))}.",
-                param="purpose",
-                code="invalid_value",
-            )
+        purpose = check_purpose(purpose)
         self.expect_purpose(purpose)
-        if purpose == "batch" and not filename.lower().endswith(".jsonl"):
-            raise InvalidRequest(
-                "Batch input files must be JSONL with a .jsonl file name.",
-                param="file",
-                code="invalid_file_format",
-            )
+        check_filename(purpose, filename)
         created = now()
-        expires_at: int | None = None
-        if expires_after is not None:
-            anchor, seconds = expires_after
-            if anchor != "created_at":
-                raise InvalidRequest(
-                    "expires_after[anchor] must be 'created_at'.",
-                    param="expires_after[anchor]",
-                    code="invalid_value",
-                )
-            if not MIN_EXPIRY <= seconds <= MAX_EXPIRY:
-                raise InvalidRequest(
-                    f"expires_after[seconds] must be between {MIN_EXPIRY} and {MAX_EXPIRY}.",
-                    param="expires_after[seconds]",
-                    code="invalid_value",
-                )
-            expires_at = created + seconds
-        elif purpose == "batch":
-            expires_at = created + self._service.settings.batch_file_ttl
+        expires_at = file_expiry(
+            purpose, check_expires_after(expires_after), created, self._service.settings
+        )
         size = await self._writer.commit()
         self._closed = True
         rec = FileRecord(

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from batchd.states import BatchStatus, StopReason
 from batchd.store.records import BatchRecord, FileRecord, Page, ResultRow, ShardRecord
+from batchd.store.upload_records import IdempotencyRecord, PartRecord, UploadRecord
 
 
 class Listener(Protocol):
@@ -193,7 +194,101 @@ class WorkerStore(Protocol):
     async def forget_workers(self, *, owners: Sequence[str] = (), before: float = 0.0) -> None: ...
 
 
-class Store(FileStore, BatchStore, ClaimStore, ResultStore, WorkerStore, Protocol):
+class UploadStore(Protocol):
+    """Large files sent in parts (the Uploads API); the part bytes are blobs."""
+
+    async def insert_upload(self, rec: UploadRecord) -> None: ...
+
+    async def get_upload(self, upload_id: str, *, tenant: str | None) -> UploadRecord | None: ...
+
+    async def add_part(
+        self, part: PartRecord, *, tenant: str, now: int, max_total: int
+    ) -> tuple[bool, UploadRecord | None]:
+        """Record a part whose blob is written, if its upload is still pending, unexpired
+        and its parts stay within ``max_total`` bytes; returns (added, the upload)."""
+        ...
+
+    async def upload_parts(self, upload_id: str) -> list[PartRecord]: ...
+
+    async def reserve_upload_file(self, upload_id: str, file_id: str) -> str:
+        """The File id this upload completes into: ``file_id`` unless one was reserved."""
+        ...
+
+    async def complete_upload(self, upload_id: str, file: FileRecord, *, now: int) -> bool:
+        """Publish the File and mark the upload completed, in one transaction; False
+        (and nothing changes) unless the upload was still pending and unexpired."""
+        ...
+
+    async def cancel_upload(self, upload_id: str, *, tenant: str) -> UploadRecord | None:
+        """Move a pending upload to ``cancelled``; others are returned unchanged."""
+        ...
+
+    async def expire_uploads(self, now: int) -> int:
+        """Mark pending uploads past their expiry ``expired``; returns how many."""
+        ...
+
+    async def uploads_to_purge(self, *, limit: int = 100) -> list[UploadRecord]:
+        """Finished (completed, cancelled, expired) uploads whose parts are not purged."""
+        ...
+
+    async def forget_upload_parts(self, upload_id: str) -> None:
+        """Drop the part rows (their blobs are gone) and mark the upload purged."""
+        ...
+
+
+class IdempotencyStore(Protocol):
+    """Idempotency keys of creates, per tenant, for a limited time."""
+
+    async def claim_idempotency_key(
+        self, rec: IdempotencyRecord, *, stale_before: int
+    ) -> IdempotencyRecord | None:
+        """Take the key for a new request: ``None`` if this caller now holds it, else the
+        live row of whoever holds it. Expired rows, and claims made before
+        ``stale_before`` that never finished, are replaced."""
+        ...
+
+    async def finish_idempotency_key(
+        self, tenant: str, key: str, *, object_id: str, response: dict[str, Any]
+    ) -> None: ...
+
+    async def release_idempotency_key(self, tenant: str, key: str) -> None:
+        """Forget an unfinished key (its request failed: a retry may run afresh)."""
+        ...
+
+    async def purge_idempotency_keys(self, now: int) -> int: ...
+
+
+class QueueStore(Protocol):
+    """Per-tenant bounds on what unfinished batches may hold (queue limits)."""
+
+    async def admit_batch(
+        self,
+        batch_id: str,
+        owner: str,
+        *,
+        tenant: str,
+        tokens: int,
+        requests: int,
+        max_tokens: int | None,
+        max_requests: int | None,
+    ) -> tuple[str, int] | None:
+        """Count the batch against its tenant's unfinished batches, atomically: ``None``
+        when it fits (its counts are recorded on it), else ``("tokens"|"requests", the
+        limit)`` and nothing changes."""
+        ...
+
+
+class Store(
+    FileStore,
+    BatchStore,
+    ClaimStore,
+    ResultStore,
+    WorkerStore,
+    UploadStore,
+    IdempotencyStore,
+    QueueStore,
+    Protocol,
+):
     """Everything batchd keeps besides file bytes (those are in a blob store)."""
 
     async def open(self) -> None:

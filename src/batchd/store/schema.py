@@ -82,6 +82,10 @@ batches = Table(
     Column("stop_reason", String(16)),
     # Higher runs first (``metadata.priority``); equal priorities share fairly.
     Column("priority", Integer, nullable=False, default=0, server_default="0"),
+    # What the batch counts against its key's queue limits while unfinished (set when
+    # validation admits it; see store/sql/queue.py).
+    Column("enqueued_tokens", BigInteger, nullable=False, default=0, server_default="0"),
+    Column("enqueued_requests", BigInteger, nullable=False, default=0, server_default="0"),
     # Claims for the whole-batch phases (validating, finalizing).
     Column("lease_owner", String(128)),
     Column("lease_until", Float),
@@ -124,4 +128,60 @@ workers = Table(
     Column("owner", String(128), primary_key=True),
     Column("heartbeat_at", Float, nullable=False),
     Column("backends", JSON),
+)
+
+uploads = Table(
+    "uploads",
+    metadata,
+    # A large file sent in parts (the Uploads API); becomes a File on completion.
+    Column("seq", _SEQ, primary_key=True, autoincrement=True),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("tenant", String(64), nullable=False),
+    Column("filename", Text, nullable=False),
+    Column("purpose", String(32), nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("mime_type", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("file_id", String(64)),
+    Column("file_expires_after", Integer),
+    Column("purged", Boolean, nullable=False, default=False, server_default="0"),
+    Index("ix_uploads_purge", "purged", "expires_at"),
+)
+
+upload_parts = Table(
+    "upload_parts",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("upload_id", String(64), nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_upload_parts_upload", "upload_id"),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    # The primary key is what makes two concurrent requests with one key safe: only
+    # one INSERT wins; the other reads the winner's row.
+    Column("tenant", String(64), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("object_id", String(64)),
+    Column("response", JSON),
+    Index("ix_idempotency_keys_expires", "expires_at"),
+)
+
+tenant_queues = Table(
+    "tenant_queues",
+    metadata,
+    # One row per API key, written by every queue-limit admission: the row lock
+    # serializes admissions of one key on PostgreSQL (SQLite has one writer anyway),
+    # so two batches validating at once cannot both pass a limit.
+    Column("tenant", String(64), primary_key=True),
+    Column("admissions", BigInteger, nullable=False, default=0),
 )

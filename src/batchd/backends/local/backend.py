@@ -58,6 +58,14 @@ class LocalBackend:
     def model_ids(self) -> list[str]:
         return self.config.model_ids()
 
+    def endpoints_for(self, model: str) -> tuple[str, ...]:
+        """The endpoints that answer ``model`` (read by the router for validation)."""
+        if model in self.config.chat:
+            return (CHAT, COMPLETIONS)
+        if model in self.config.embeddings:
+            return (EMBEDDINGS,)
+        return (MODERATIONS,) if model in self.config.moderation else ()
+
     def chat_engine(self, model: str) -> ChatEngine:
         """The engine serving chat model ``model`` (for statistics and benchmarks)."""
         return self._chat[model]

@@ -11,12 +11,24 @@ from batchd.store.sql.batches import BatchQueries
 from batchd.store.sql.claims import ClaimQueries
 from batchd.store.sql.core import async_url
 from batchd.store.sql.files import FileQueries
+from batchd.store.sql.idempotency import IdempotencyQueries
+from batchd.store.sql.queue import QueueQueries
 from batchd.store.sql.results import ResultQueries
+from batchd.store.sql.uploads import UploadQueries
 from batchd.store.sql.workers import WorkerQueries
 
 __all__ = ["SqlStore", "async_url"]
 
 
-class SqlStore(FileQueries, BatchQueries, ClaimQueries, ResultQueries, WorkerQueries):
+class SqlStore(
+    FileQueries,
+    BatchQueries,
+    ClaimQueries,
+    ResultQueries,
+    WorkerQueries,
+    UploadQueries,
+    IdempotencyQueries,
+    QueueQueries,
+):
     """Metadata of files and batches, shards and their claims, per-line results, and
     the worker registry, in one SQL database."""
