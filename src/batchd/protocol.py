@@ -6,13 +6,26 @@ from database rows (:mod:`batchd.store.records`).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 # The status type lives with the other batch states; the wire re-exports it.
 from batchd.states import TERMINAL_STATUSES as TERMINAL_STATUSES
 from batchd.states import BatchStatus as BatchStatus
+
+
+def _utf8(value: str) -> str:
+    # JSON may carry lone surrogates ("\\udb16"): text no store or answer can encode.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid UTF-8 text") from None
+    return value
+
+
+Text = Annotated[str, AfterValidator(_utf8)]
+"""A string from a request body that can be stored and sent back as UTF-8."""
 
 FilePurpose = Literal[
     "batch", "batch_output", "user_data", "fine-tune", "assistants", "vision", "evals"
@@ -165,12 +178,12 @@ class BatchCreateRequest(BaseModel):
     # rather than refused, so the official client keeps working unchanged.
     model_config = ConfigDict(extra="ignore")
 
-    input_file_id: str
-    endpoint: str
-    completion_window: str
-    metadata: dict[str, str] | None = None
+    input_file_id: Text
+    endpoint: Text
+    completion_window: Text
+    metadata: dict[Text, Text] | None = None
     output_expires_after: OutputExpiresAfter | None = None
-    idempotency_key: str | None = None
+    idempotency_key: Text | None = None
     """As the ``Idempotency-Key`` header (another OpenAI-compatible server's field)."""
 
 

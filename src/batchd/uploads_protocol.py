@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from batchd.protocol import FileObject
+from batchd.protocol import FileObject, Text
 
 
 class UploadExpiresAfter(BaseModel):
@@ -16,7 +16,7 @@ class UploadExpiresAfter(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     anchor: Literal["created_at"]
-    seconds: int
+    seconds: int = Field(ge=0, le=2**62)
 
 
 class UploadCreateRequest(BaseModel):
@@ -24,10 +24,10 @@ class UploadCreateRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    bytes: int = Field(description="The size of the whole file, in bytes.")
-    filename: str
-    mime_type: str
-    purpose: str
+    bytes: int = Field(ge=0, le=2**62, description="The size of the whole file, in bytes.")
+    filename: Text
+    mime_type: Text
+    purpose: Text
     expires_after: UploadExpiresAfter | None = None
 
 
@@ -36,8 +36,8 @@ class UploadCompleteRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    part_ids: list[str]
-    md5: str | None = None
+    part_ids: list[Text]
+    md5: Text | None = None
 
 
 class Upload(BaseModel):

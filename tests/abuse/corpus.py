@@ -373,6 +373,12 @@ def create_cases(file_id: str) -> list[CreateCase]:
         CreateCase("metadata_int_value", {**ok, "metadata": {"k": 1}}, 400, "invalid_value"),
         CreateCase("metadata_list", {**ok, "metadata": ["k", "v"]}, 400, "invalid_value"),
         CreateCase(
+            "metadata_lone_surrogate", {**ok, "metadata": {"k": "\udb16"}}, 400, "invalid_value"
+        ),
+        CreateCase(
+            "input_file_id_lone_surrogate", {**ok, "input_file_id": "\ud9f8"}, 400, "invalid_value"
+        ),
+        CreateCase(
             "output_expires_too_short",
             {**ok, "output_expires_after": {"anchor": "created_at", "seconds": 1}},
             400,

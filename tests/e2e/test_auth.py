@@ -79,14 +79,20 @@ def test_each_key_sees_only_its_own(secured: InProcessBatchd) -> None:
         lambda: two.files.content(b1.output_file_id),
         lambda: two.batches.retrieve(b1.id),
         lambda: two.batches.cancel(b1.id),
-        lambda: two.batches.create(
-            input_file_id=f1.id, endpoint="/v1/chat/completions", completion_window="24h"
-        ),
     ):
         with pytest.raises(openai.NotFoundError):
             call()
     assert [f.id for f in two.files.list().data] == [f2.id]
     assert two.batches.list().data == []
+    # A batch from the other key's file is created failed, as for a file that does not
+    # exist (OpenAI's answer); it is the caller's own and reads nothing of the file.
+    theirs = two.batches.create(
+        input_file_id=f1.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    assert theirs.status == "failed" and theirs.errors is not None
+    assert [(e.code, e.param) for e in theirs.errors.data] == [("invalid_request", "file_id")]
+    assert [b.id for b in two.batches.list().data] == [theirs.id]
+    assert theirs.id not in {b.id for b in one.batches.list().data}
     # Cursors of another tenant's ids reveal nothing either.
     assert [f.id for f in two.files.list(after=f1.id).data] == [f2.id]
 

@@ -77,9 +77,18 @@ async def test_concat_with_a_missing_source_leaves_nothing(blobs: BlobStore) -> 
             await read_all(blobs, "file-cccccccccccc")
 
 
-async def test_s3_copies_big_parts_server_side(blobs: BlobStore) -> None:
-    if not isinstance(blobs, S3BlobStore):
-        pytest.skip("S3 only")
+@pytest.fixture
+async def s3_blobs(endpoint: str) -> AsyncIterator[S3BlobStore]:
+    with mock.patch.dict(os.environ, env_for(endpoint)):
+        store = open_blob_store(f"s3://{new_bucket(endpoint)}/pre", data_dir=Path("."))
+    assert isinstance(store, S3BlobStore)
+    store.part_size = MIN_PART_SIZE
+    yield store
+    await store.close()
+
+
+async def test_s3_copies_big_parts_server_side(s3_blobs: S3BlobStore) -> None:
+    blobs = s3_blobs
     sources = [await put(blobs, f"part_{i:012d}", os.urandom(MIN_PART_SIZE)) for i in range(2)]
     calls: list[str] = []
     real = blobs.call

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
-
-import orjson
 
 from batchd.clock import now
 from batchd.errors import Conflict, InvalidRequest
@@ -34,9 +33,15 @@ Create = Callable[[], Awaitable[tuple[str, dict[str, Any]]]]
 
 
 def fingerprint(kind: str, request: Any) -> str:
-    """A digest of the request: key order inside objects (``metadata``) does not matter."""
-    canonical = orjson.dumps({"kind": kind, "request": request}, option=orjson.OPT_SORT_KEYS)
-    return hashlib.sha256(canonical).hexdigest()
+    """A digest of the request: key order inside objects (``metadata``) does not matter.
+
+    The standard library's encoder, not orjson: a request may carry what orjson refuses
+    (integers past 64 bits, lone surrogates) and must still get its 400 from validation.
+    """
+    canonical = json.dumps(
+        {"kind": kind, "request": request}, sort_keys=True, ensure_ascii=True, separators=(",", ":")
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 class Idempotency:
