@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from batchd.backends.local.config import ChatModelConfig
+from batchd.backends.local.cpu import extra_buffer_types
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +56,9 @@ class LlamaRuntime:
     def __init__(self, path: Path, config: ChatModelConfig) -> None:
         _init_backend()
         mparams = llama_cpp.llama_model_default_params()
-        # Extra buffer types (AMX, weight repacking) are off by default: ggml's AMX
-        # kernels crash (SIGSEGV) on virtual machines that advertise AMX without
-        # really providing it, and repacking does not apply to the default Q4_1 model.
-        mparams.use_extra_bufts = config.extra_buffer_types
+        # Extra buffer types (AMX, weight repacking): decided from the CPU's flags
+        # unless configured (cpu.py says why AMX machines go without them).
+        mparams.use_extra_bufts = extra_buffer_types(config.extra_buffer_types)
         model = llama_cpp.llama_model_load_from_file(str(path).encode(), mparams)
         if not model:
             raise LlamaError(f"llama.cpp could not load {path}")
