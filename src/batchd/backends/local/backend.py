@@ -69,6 +69,13 @@ class LocalBackend:
     def model_ids(self) -> list[str]:
         return self.config.model_ids()
 
+    async def server_load(self) -> tuple[int, int] | None:
+        """The chat engines' ``(running, waiting)`` sequences, summed: the load gauges a
+        capacity-seeking dispatcher reads (as it reads vLLM's ``/metrics``), so it keeps
+        every slot busy with a short line behind them instead of probing by timings."""
+        loads = [engine.load() for engine in self._chat.values()]
+        return sum(r for r, _ in loads), sum(w for _, w in loads)
+
     def chat_engine(self, model: str) -> ChatEngine:
         """The engine serving chat model ``model`` (for statistics and benchmarks)."""
         return self._chat[model]

@@ -87,6 +87,15 @@ class ChatEngine:
         """The sequences holding a slot (for tests that wait for the engine to idle)."""
         return self._scheduler.active if self._scheduler is not None else []
 
+    def load(self) -> tuple[int, int]:
+        """``(running, waiting)`` sequences: what the engine decodes now and what waits
+        for a slot (jobs not yet taken from the inbox count as waiting). Read from
+        any thread: the numbers are a moment's snapshot, for a concurrency controller."""
+        sched = self._scheduler
+        running = len(sched.active) if sched is not None else 0
+        waiting = len(sched.waiting) if sched is not None else 0
+        return running, waiting + self._thread.inbox.qsize()
+
     # -- event-loop side ---------------------------------------------------------
 
     async def generate(self, job: GenerationJob) -> GenerationOutput:

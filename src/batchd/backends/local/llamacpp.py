@@ -95,6 +95,7 @@ class LlamaRuntime:
         self.add_bos: bool = llama_cpp.llama_vocab_get_add_bos(self.vocab)
         self._batch = llama_cpp.llama_batch_init(config.n_batch, 0, 1)
         self._pieces: dict[int, bytes] = {}
+        self._eog: dict[int, bool] = {}
         self._piece_buf = ctypes.create_string_buffer(256)
 
     # -- model facts -----------------------------------------------------------
@@ -133,7 +134,12 @@ class LlamaRuntime:
 
     def is_eog(self, token: int) -> bool:
         """End of generation (EOS, EOT, ``<|im_end|>``...)."""
-        return bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
+        # Cached: this runs once per sequence per step, and every ctypes call drops
+        # the GIL, which the server's event loop may then hold for a switch interval.
+        eog = self._eog.get(token)
+        if eog is None:
+            eog = self._eog[token] = bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
+        return eog
 
     # -- text <-> tokens ---------------------------------------------------------
 
