@@ -12,7 +12,7 @@ What a user compares: the same chat requests answered
 Two jobs, 96 requests x ``max_tokens`` 48 each, greedy:
 
 * ``labelling``: one shared system prompt (a review classifier), short answers;
-* ``no-system``: the same reviews as the only (user) message.
+* ``no-system``: the same instruction and review as the only (user) message.
 
 Baseline and batchd alternate, job by job, ``--rounds`` times, so load from anything
 else on the machine falls on both alike; the ratio of the median tokens/s of each
@@ -127,8 +127,9 @@ def job_requests(job: str, n: int, seed: int = 7) -> list[Messages]:
             [{"role": "system", "content": SYSTEM}, {"role": "user", "content": f"Review: {r}"}]
             for r in reviews(n, seed)
         ]
-    prompt = "Is this review positive, negative or neutral? Answer in one short sentence."
-    return [[{"role": "user", "content": f"{prompt}\n\n{r}"}] for r in reviews(n, seed)]
+    # The same instruction as the user message's opening (the chat template then adds
+    # the model's default system prompt, as it does for any chat without one).
+    return [[{"role": "user", "content": f"{SYSTEM}\n\nReview: {r}"}] for r in reviews(n, seed)]
 
 
 def review_messages(n: int, seed: int = 7) -> list[Messages]:
@@ -188,13 +189,13 @@ def _without_extra_buffer_types() -> None:
 class Service:
     """batchd in this process with its default settings, driven by the openai SDK."""
 
-    def __init__(self, max_tokens: int, data_dir: Path) -> None:
+    def __init__(self, max_tokens: int, data_dir: Path, local: dict[str, Any]) -> None:
         import openai
 
         from batchd.embedded import EmbeddedServer
         from batchd.settings import Settings
 
-        settings = Settings(data_dir=data_dir, log_level="WARNING", ui_enabled=False)
+        settings = Settings(data_dir=data_dir, log_level="WARNING", ui_enabled=False, local=local)
         self.server = EmbeddedServer(settings).__enter__()
         self.client = openai.OpenAI(base_url=self.server.base_url, api_key=self.server.api_key)
         self.max_tokens = max_tokens
@@ -359,6 +360,13 @@ def main() -> None:
     parser.add_argument(
         "--concurrency", type=int, default=32, help="requests in flight with --in-process"
     )
+    parser.add_argument(
+        "--local",
+        type=json.loads,
+        default={},
+        help='batchd\'s [local] settings as JSON, to explore (default: none, as it comes), '
+        'e.g. \'{"chat": {"smollm2-135m-instruct": {"path": "...", "n_threads": 1}}}\'',
+    )
     args = parser.parse_args()
 
     load_before = os.getloadavg()[0]
@@ -367,7 +375,7 @@ def main() -> None:
         batchd: Any = (
             InProcess(args.max_tokens, args.concurrency)
             if args.in_process
-            else Service(args.max_tokens, Path(tmp))
+            else Service(args.max_tokens, Path(tmp), args.local)
         )
         try:
             results = measure(args, batchd, baseline, lambda s: print(s, flush=True))

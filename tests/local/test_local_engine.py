@@ -89,6 +89,43 @@ def test_shared_system_prompt_is_prefilled_once(backend: Any, together: bool) ->
 
 
 @pytest.mark.local
+def test_a_new_jobs_system_prompt_replaces_the_last_jobs_prefix(backend: Any) -> None:
+    """After a job with another system prompt, requests sent one at a time (as the
+    service sends them at first) still get the new system prompt shared."""
+    pytest.importorskip("llama_cpp")
+    from batchd.backends.local.generation import EngineStats
+    from local.util import CHAT_MODEL, send
+
+    local = _fresh(backend)
+    earlier = [
+        {
+            **_labelling(r),
+            "messages": [
+                {"role": "system", "content": "Translate the review into French, word by word."},
+                {"role": "user", "content": r},
+            ],
+        }
+        for r in REVIEWS[:3]
+    ]
+    engine = local.chat_engine(CHAT_MODEL)
+
+    async def main() -> list[tuple[int, Any]]:
+        for body in earlier:
+            assert (await send(local, CHAT, body))[0] == 200
+        engine.stats = EngineStats()
+        return [await send(local, CHAT, _labelling(r)) for r in REVIEWS]
+
+    results = asyncio.run(main())
+    assert all(status == 200 for status, _ in results), results
+    prompt_tokens = sum(a["usage"]["prompt_tokens"] for _, a in results)
+    system = _system_tokens(local)
+    # The first request of the new job prefills its system prompt (it shares only the
+    # template's opening with the last job); every later one takes it from the cache.
+    assert engine.stats.prefill_tokens <= prompt_tokens - (len(REVIEWS) - 2) * system
+    asyncio.run(local.aclose())
+
+
+@pytest.mark.local
 def test_greedy_answer_batched_equals_alone(backend: Any) -> None:
     """A greedy sequence decoded among others gives what it gives alone."""
     pytest.importorskip("llama_cpp")

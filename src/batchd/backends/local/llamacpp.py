@@ -166,9 +166,9 @@ class LlamaRuntime:
 
     # -- the KV cache ---------------------------------------------------------------
 
-    def seq_rm(self, seq: int) -> None:
-        """Forget everything sequence ``seq`` holds."""
-        llama_cpp.llama_memory_seq_rm(self.memory, seq, -1, -1)
+    def seq_rm(self, seq: int, start: int = -1) -> None:
+        """Forget what sequence ``seq`` holds (from position ``start`` on, if given)."""
+        llama_cpp.llama_memory_seq_rm(self.memory, seq, start, -1)
 
     def seq_cp(self, src: int, dst: int, n_tokens: int) -> None:
         """Give ``dst`` the first ``n_tokens`` positions of ``src`` (shared, not copied)."""

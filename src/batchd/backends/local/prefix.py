@@ -46,13 +46,14 @@ class SharedPrefix:
             if other:
                 group = group[: common_prefix(group, other)]
         self._last_prompt = admitted[-1].tokens
-        # Renewing costs one prefill of the group; it pays when the admitted sequences
-        # save at least that much over what the current prefix gives them (a tie is
-        # free: those tokens would have been prefilled anyway, and later prompts that
-        # start the same way will share them).
-        saved = sum(max(0, len(group) - n) for n in from_cache)
-        if len(group) >= self._min_tokens and saved >= len(group):
-            self._set(group)
+        # Renewing keeps what the old prefix has in common with the group and prefills
+        # the rest, tokens the admitted sequences would otherwise prefill themselves:
+        # it costs nothing now, and later prompts that start the same way share it. So
+        # renew whenever the group is longer than what the prefix gives them already
+        # (a prefix left by an earlier job must not outlive it: one sequence admitted
+        # at a time, as a service sends them, could otherwise never replace it).
+        if len(group) >= self._min_tokens and len(group) > max(from_cache):
+            self._extend(group)
         for seq, cap in zip(admitted, caps, strict=True):
             n = min(common_prefix(seq.tokens, self.tokens), cap)
             if n >= self._min_tokens:
@@ -60,20 +61,25 @@ class SharedPrefix:
                 seq.n_past = n
                 self.stats.shared_tokens += n
 
-    def _set(self, tokens: list[int]) -> None:
-        """Prefill ``tokens`` into the prefix sequence (no logits needed)."""
+    def _extend(self, tokens: list[int]) -> None:
+        """Make the prefix ``tokens``: keep the cells it shares with the old one,
+        prefill the rest (no logits needed)."""
         rt = self._rt
-        self.drop()
-        for start in range(0, len(tokens), rt.n_batch):
+        keep = common_prefix(tokens, self.tokens)
+        if keep < len(self.tokens):
+            rt.seq_rm(self.seq_id, keep)
+            self.tokens = self.tokens[:keep]
+        for start in range(keep, len(tokens), rt.n_batch):
             chunk = tokens[start : start + rt.n_batch]
             entries = [(t, start + i, self.seq_id, False) for i, t in enumerate(chunk)]
             if rt.decode(entries) != 0:
                 log.debug("no room for a shared prefix of %d tokens", len(tokens))
                 rt.seq_rm(self.seq_id)
+                self.tokens = []
                 return
             self.stats.decode_calls += 1
             self.stats.prefill_tokens += len(chunk)
-        self.tokens = list(tokens)
+            self.tokens = tokens[: start + len(chunk)]
 
     def drop(self) -> None:
         """Free the prefix's cells (sequences that share them keep their own references)."""
