@@ -89,9 +89,13 @@ def test_shared_system_prompt_is_prefilled_once(backend: Any, together: bool) ->
 
 
 @pytest.mark.local
-def test_a_new_jobs_system_prompt_replaces_the_last_jobs_prefix(backend: Any) -> None:
-    """After a job with another system prompt, requests sent one at a time (as the
-    service sends them at first) still get the new system prompt shared."""
+@pytest.mark.parametrize("together", [True, False], ids=["concurrent", "one-after-another"])
+def test_a_new_jobs_system_prompt_replaces_the_last_jobs_prefix(
+    backend: Any, together: bool
+) -> None:
+    """After a job with another system prompt, the new job's system prompt is shared,
+    whether its requests arrive together or one at a time (as the service sends them
+    at first)."""
     pytest.importorskip("llama_cpp")
     from batchd.backends.local.generation import EngineStats
     from local.util import CHAT_MODEL, send
@@ -113,15 +117,20 @@ def test_a_new_jobs_system_prompt_replaces_the_last_jobs_prefix(backend: Any) ->
         for body in earlier:
             assert (await send(local, CHAT, body))[0] == 200
         engine.stats = EngineStats()
-        return [await send(local, CHAT, _labelling(r)) for r in REVIEWS]
+        bodies = [_labelling(r) for r in REVIEWS]
+        if together:
+            return list(await asyncio.gather(*(send(local, CHAT, b) for b in bodies)))
+        return [await send(local, CHAT, b) for b in bodies]
 
     results = asyncio.run(main())
     assert all(status == 200 for status, _ in results), results
     prompt_tokens = sum(a["usage"]["prompt_tokens"] for _, a in results)
     system = _system_tokens(local)
-    # The first request of the new job prefills its system prompt (it shares only the
-    # template's opening with the last job); every later one takes it from the cache.
-    assert engine.stats.prefill_tokens <= prompt_tokens - (len(REVIEWS) - 2) * system
+    # The system prompt is prefilled once (arriving one at a time, the first request
+    # of the new job shares only the template's opening with the last job and prefills
+    # it itself); every other request takes it from the cache.
+    shared_by = len(REVIEWS) - (1 if together else 2)
+    assert engine.stats.prefill_tokens <= prompt_tokens - shared_by * system
     asyncio.run(local.aclose())
 
 

@@ -40,9 +40,12 @@ class SharedPrefix:
             min(common_prefix(s.tokens, self.tokens), cap)
             for s, cap in zip(admitted, caps, strict=True)
         ]
-        # Candidate: what the new prompts (and the previous one) have in common.
+        # Candidate: what the new prompts have in common, or, for a lone newcomer,
+        # what it has in common with the previous prompt. (The previous prompt must not
+        # cut a group of newcomers: it may belong to an earlier job.)
         group = admitted[0].tokens[: min(caps)]
-        for other in [*(s.tokens for s in admitted[1:]), self._last_prompt]:
+        others = [s.tokens for s in admitted[1:]] or [self._last_prompt]
+        for other in others:
             if other:
                 group = group[: common_prefix(group, other)]
         self._last_prompt = admitted[-1].tokens
