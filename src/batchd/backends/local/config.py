@@ -103,11 +103,12 @@ class ChatModelConfig(BaseModel):
         description="Most tokens (prompt and generated) submitted to one llama_decode call.",
     )
     flash_attn: bool = Field(default=True, description="Use flash attention.")
-    extra_buffer_types: bool = Field(
-        default=False,
+    extra_buffer_types: bool | None = Field(
+        default=None,
         description=(
-            "Let llama.cpp use its extra CPU buffer types (AMX, weight repacking). Off by "
-            "default: the AMX kernels crash on VMs that advertise AMX without providing it."
+            "Let llama.cpp use its extra CPU buffer types (AMX, weight repacking). Default: "
+            "on, except on CPUs that advertise AMX, where ggml's AMX kernels crash on VMs "
+            "that advertise it without providing it."
         ),
     )
     min_shared_prefix: int = Field(

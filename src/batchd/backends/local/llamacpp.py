@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from batchd.backends.local.config import ChatModelConfig
+from batchd.backends.local.cpu import extra_buffer_types
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +56,9 @@ class LlamaRuntime:
     def __init__(self, path: Path, config: ChatModelConfig) -> None:
         _init_backend()
         mparams = llama_cpp.llama_model_default_params()
-        # Extra buffer types (AMX, weight repacking) are off by default: ggml's AMX
-        # kernels crash (SIGSEGV) on virtual machines that advertise AMX without
-        # really providing it, and repacking does not apply to the default Q4_1 model.
-        mparams.use_extra_bufts = config.extra_buffer_types
+        # Extra buffer types (AMX, weight repacking): decided from the CPU's flags
+        # unless configured (cpu.py says why AMX machines go without them).
+        mparams.use_extra_bufts = extra_buffer_types(config.extra_buffer_types)
         model = llama_cpp.llama_model_load_from_file(str(path).encode(), mparams)
         if not model:
             raise LlamaError(f"llama.cpp could not load {path}")
@@ -95,6 +95,7 @@ class LlamaRuntime:
         self.add_bos: bool = llama_cpp.llama_vocab_get_add_bos(self.vocab)
         self._batch = llama_cpp.llama_batch_init(config.n_batch, 0, 1)
         self._pieces: dict[int, bytes] = {}
+        self._eog: dict[int, bool] = {}
         self._piece_buf = ctypes.create_string_buffer(256)
 
     # -- model facts -----------------------------------------------------------
@@ -133,7 +134,12 @@ class LlamaRuntime:
 
     def is_eog(self, token: int) -> bool:
         """End of generation (EOS, EOT, ``<|im_end|>``...)."""
-        return bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
+        # Cached: this runs once per sequence per step, and every ctypes call drops
+        # the GIL, which the server's event loop may then hold for a switch interval.
+        eog = self._eog.get(token)
+        if eog is None:
+            eog = self._eog[token] = bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
+        return eog
 
     # -- text <-> tokens ---------------------------------------------------------
 
@@ -160,9 +166,9 @@ class LlamaRuntime:
 
     # -- the KV cache ---------------------------------------------------------------
 
-    def seq_rm(self, seq: int) -> None:
-        """Forget everything sequence ``seq`` holds."""
-        llama_cpp.llama_memory_seq_rm(self.memory, seq, -1, -1)
+    def seq_rm(self, seq: int, start: int = -1) -> None:
+        """Forget what sequence ``seq`` holds (from position ``start`` on, if given)."""
+        llama_cpp.llama_memory_seq_rm(self.memory, seq, start, -1)
 
     def seq_cp(self, src: int, dst: int, n_tokens: int) -> None:
         """Give ``dst`` the first ``n_tokens`` positions of ``src`` (shared, not copied)."""
