@@ -1,9 +1,10 @@
 """Counting a request's prompt tokens offline, for the server's queue limits.
 
-The server must never reach the network to count: tiktoken (an optional extra) is
-used only when it is installed and its encoding cache directory already holds
-files (``TIKTOKEN_CACHE_DIR``, ``DATA_GYM_CACHE_DIR`` or the default under the temp
-dir); otherwise a request counts one token per four characters of its text.
+The server must never reach the network to count. An embedded chat model is counted
+with its own tokenizer (its GGUF vocabulary); tiktoken (an optional extra) is used
+only when it is installed and its encoding cache directory already holds files
+(``TIKTOKEN_CACHE_DIR``, ``DATA_GYM_CACHE_DIR`` or the default under the temp dir);
+otherwise a request counts one token per four characters of its text.
 (The pipeline's own counter, pipeline/tokens.py, follows the same rule; this module
 keeps the engine free of the pipeline's imports.)
 """
@@ -39,14 +40,18 @@ def request_text(body: dict[str, Any]) -> str:
 
 
 class PromptTokens:
-    """``(model, body) -> tokens``, one encoder per model, looked up once."""
+    """``(model, body) -> tokens``, one encoder per model, looked up once: the model's
+    own tokenizer where its backend has one on disk (``tokenizer_for``: the embedded
+    models), else tiktoken's if its encoding is cached, else the estimate."""
 
-    def __init__(self) -> None:
+    def __init__(self, tokenizer_for: Callable[[str], Encode | None] | None = None) -> None:
+        self._tokenizer_for = tokenizer_for
         self._encoders: dict[str, Encode | None] = {}
 
     def __call__(self, model: str, body: dict[str, Any]) -> int:
         if model not in self._encoders:
-            self._encoders[model] = _cached_tiktoken(model)
+            own = self._tokenizer_for(model) if self._tokenizer_for is not None else None
+            self._encoders[model] = own if own is not None else _cached_tiktoken(model)
         encode = self._encoders[model]
         text = request_text(body)
         if encode is not None:

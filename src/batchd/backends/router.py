@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from batchd.backends.base import Backend
@@ -64,6 +65,14 @@ class Router:
             return ()
         known = getattr(route.backend, "endpoints_for", None)
         return tuple(known(model)) if known is not None else BATCH_ENDPOINTS
+
+    def tokenizer_for(self, model: str) -> Callable[[str], list[int]] | None:
+        """The model's own tokenizer where its backend has one on disk (the embedded
+        models do), for counting prompt tokens; None: count some other way."""
+        route = self.resolve(model)
+        known = getattr(route.backend, "tokenizer_for", None) if route is not None else None
+        encoder: Callable[[str], list[int]] | None = known(model) if known is not None else None
+        return encoder
 
     def serves(self, model: str, endpoint: str) -> bool:
         return endpoint in self.endpoints_for(model)

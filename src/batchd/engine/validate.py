@@ -38,13 +38,14 @@ async def validate_batch(
     observers: Observers | None = None,
     model_served: Callable[[str], bool] | None = None,
     limits_for: LimitsFor | None = None,
+    tokenizer_for: Callable[[str], Callable[[str], list[int]] | None] | None = None,
 ) -> None:
     validator = FileValidator(
         endpoint=batch.endpoint,
         max_tasks=max_tasks,
         max_errors=max_errors,
         model_served=model_served,
-        count_tokens=PromptTokens(),
+        count_tokens=PromptTokens(tokenizer_for),
     )
     shards: list[ShardRecord] = []
     try:

@@ -232,6 +232,7 @@ class Worker:
                     observers=self.observers,
                     model_served=functools.partial(self._router.serves, endpoint=batch.endpoint),
                     limits_for=fixed_limits(opts.queue_limits),
+                    tokenizer_for=self._router.tokenizer_for,
                 ),
                 f"validate {batch.id}",
             )

@@ -24,6 +24,7 @@ from batchd.backends.local.chat import ChatEngine
 from batchd.backends.local.config import LocalModelsConfig
 from batchd.backends.local.errors import RequestError
 from batchd.backends.local.params import model_name, parse_chat, parse_completion, parse_json_object
+from batchd.backends.local.vocab import Vocabularies
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ class LocalBackend:
     def __init__(self, config: LocalModelsConfig | None = None) -> None:
         self.config = config if config is not None else LocalModelsConfig()
         window_s = self.config.batch_window_ms / 1000.0
+        self._vocab = Vocabularies(self.config.chat)
         self._chat = {
             name: ChatEngine(name, cfg, window_s=window_s) for name, cfg in self.config.chat.items()
         }
@@ -68,6 +70,10 @@ class LocalBackend:
 
     def model_ids(self) -> list[str]:
         return self.config.model_ids()
+
+    def tokenizer_for(self, model: str) -> Callable[[str], list[int]] | None:
+        """The chat model's own tokenizer (read by queue limits to count prompt tokens)."""
+        return self._vocab.encoder(model)
 
     def endpoints_for(self, model: str) -> tuple[str, ...]:
         """The endpoints that answer ``model`` (read by the router for validation)."""
