@@ -5,8 +5,8 @@ with its own tokenizer (its GGUF vocabulary); tiktoken (an optional extra) is us
 only when it is installed and its encoding cache directory already holds files
 (``TIKTOKEN_CACHE_DIR``, ``DATA_GYM_CACHE_DIR`` or the default under the temp dir);
 otherwise a request counts one token per four characters of its text.
-(The pipeline's own counter, pipeline/tokens.py, follows the same rule; this module
-keeps the engine free of the pipeline's imports.)
+(The pipeline's counter, pipeline/tokens.py, builds on this module, which keeps the
+engine free of the pipeline's imports.)
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class PromptTokens:
     def __call__(self, model: str, body: dict[str, Any]) -> int:
         if model not in self._encoders:
             own = self._tokenizer_for(model) if self._tokenizer_for is not None else None
-            self._encoders[model] = own if own is not None else _cached_tiktoken(model)
+            self._encoders[model] = own if own is not None else cached_tiktoken(model)
         encode = self._encoders[model]
         text = request_text(body)
         if encode is not None:
@@ -59,7 +59,9 @@ class PromptTokens:
         return (len(text) + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN
 
 
-def _cached_tiktoken(model: str) -> Encode | None:
+def cached_tiktoken(model: str) -> Encode | None:
+    """tiktoken's encoder for ``model`` if tiktoken is installed and its encodings are
+    already on disk; None rather than let it download."""
     cache = os.environ.get("TIKTOKEN_CACHE_DIR") or os.environ.get("DATA_GYM_CACHE_DIR")
     folder = Path(cache) if cache else Path(tempfile.gettempdir()) / "data-gym-cache"
     if not folder.is_dir() or not any(folder.iterdir()):

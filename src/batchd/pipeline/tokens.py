@@ -11,14 +11,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-CHARS_PER_TOKEN = 4
+from batchd.tokens import CHARS_PER_TOKEN, cached_tiktoken, request_text
+
+DEFAULT_ENCODING_MODEL = "gpt-4o"
+"""Whose encoding counts a model tiktoken does not know (o200k_base)."""
 
 
 class TokenCounter:
     """Counts tokens of request text; ``method`` names how."""
 
     def __init__(self, model: str | None = None) -> None:
-        self._encode: Callable[[str], list[int]] | None = _offline_tiktoken(model)
+        self._encode: Callable[[str], list[int]] | None = cached_tiktoken(
+            model or DEFAULT_ENCODING_MODEL
+        ) or cached_tiktoken(DEFAULT_ENCODING_MODEL)
         self.method = (
             "tiktoken" if self._encode is not None else f"estimate (characters / {CHARS_PER_TOKEN})"
         )
@@ -32,37 +37,4 @@ class TokenCounter:
         return self.count(request_text(body))
 
 
-def request_text(body: dict[str, Any]) -> str:
-    """The text a request sends to the model (messages, prompt, input, instructions)."""
-    parts: list[str] = []
-    for message in body.get("messages") or []:
-        content = message.get("content") if isinstance(message, dict) else None
-        if isinstance(content, str):
-            parts.append(content)
-        elif isinstance(content, list):
-            parts.extend(str(p.get("text", "")) for p in content if isinstance(p, dict))
-    for key in ("prompt", "input", "instructions"):
-        value = body.get(key)
-        if isinstance(value, str):
-            parts.append(value)
-        elif isinstance(value, list):
-            parts.extend(str(v) for v in value)
-    return "\n".join(parts)
-
-
-def _offline_tiktoken(model: str | None) -> Callable[[str], list[int]] | None:
-    try:
-        import tiktoken  # type: ignore[import-not-found, unused-ignore]
-    except ImportError:
-        return None
-    try:
-        encoding = (
-            tiktoken.encoding_for_model(model) if model else tiktoken.get_encoding("o200k_base")
-        )
-    except Exception:
-        try:
-            encoding = tiktoken.get_encoding("o200k_base")
-        except Exception:
-            return None
-    encode: Callable[[str], list[int]] = encoding.encode
-    return encode
+__all__ = ["CHARS_PER_TOKEN", "TokenCounter", "request_text"]

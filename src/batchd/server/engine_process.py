@@ -184,6 +184,10 @@ class EngineProcess:
         return code
 
 
+SUMMED_LIMITS = ("ceiling", "limit", "in_flight", "server_queue", "cuts")
+"""What adds up over engine children (each holds its share); the rest is per server."""
+
+
 class EngineProcesses:
     """``engine_processes`` children as one engine: started, woken and stopped together;
     their events feed one set of observers."""
@@ -211,10 +215,12 @@ class EngineProcesses:
         total: dict[str, dict[str, Any]] = {}
         for child in self.children:
             for name, snap in child.limits.items():
-                into = total.setdefault(name, dict(snap))
-                if into is not snap and into != snap:
-                    for key in ("ceiling", "limit", "in_flight", "server_queue", "cuts"):
-                        into[key] = (into.get(key) or 0) + (snap.get(key) or 0)
+                into = total.get(name)
+                if into is None:
+                    total[name] = dict(snap)
+                    continue
+                for key in SUMMED_LIMITS:
+                    into[key] = (into.get(key) or 0) + (snap.get(key) or 0)
         return total
 
     def wake(self) -> None:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Request
 
 from batchd.errors import InvalidRequest, PayloadTooLarge
-from batchd.server.auth import request_tenant
 from batchd.server.multipart import receive_upload
-from batchd.server.routes import _errors
-from batchd.server.state import AppState, app_state
+from batchd.server.routes import IdempotencyKey, State, Tenant, _errors
 from batchd.server.wire import file_object
 from batchd.store.records import FileRecord
 from batchd.store.upload_records import UploadRecord
@@ -22,9 +20,6 @@ from batchd.uploads_protocol import (
 )
 
 router = APIRouter(responses=_errors(400, 401))
-Tenant = Annotated[str, Depends(request_tenant)]
-State = Annotated[AppState, Depends(app_state)]
-IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
 
 _PART_SCHEMA: dict[str, Any] = {
     "requestBody": {
