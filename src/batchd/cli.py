@@ -9,6 +9,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from batchd.cli_keys import app as keys_app
 from batchd.cli_options import with_options
 from batchd.pipeline.commands import register as register_pipeline_commands
 from batchd.settings import load_settings
@@ -174,4 +175,5 @@ def main() -> None:
     # The pipeline's commands (run, status, results, ...) live with the pipeline. An
     # import error there is a bug to see at once, not a reason to drop the commands.
     register_pipeline_commands(app)
+    app.add_typer(keys_app, name="keys")
     app()

@@ -135,7 +135,15 @@ class Settings(BaseSettings):
     )
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="Accepted API keys (comma-separated in BATCHD_API_KEYS). None: open server.",
+        description="Accepted API keys (comma-separated in BATCHD_API_KEYS), beside those "
+        "created with `batchd keys create`. With neither: an open server.",
+    )
+    key_refresh: float = Field(
+        default=1.0,
+        gt=0,
+        le=5,
+        description="Seconds between re-reads of the keys created "
+        "with `batchd keys` (a new or revoked key takes effect everywhere within this).",
     )
     max_batch_file_bytes: int = Field(default=200 * MB, description="Largest batch input file.")
     max_file_bytes: int = Field(default=512 * MB, description="Largest file of any purpose.")
@@ -151,7 +159,9 @@ class Settings(BaseSettings):
         default=30 * 24 * 3600, description="Seconds until a batch input file expires."
     )
     upload_ttl: int = Field(
-        default=3600, ge=1, description="Seconds an Upload (/v1/uploads) accepts parts before it "
+        default=3600,
+        ge=1,
+        description="Seconds an Upload (/v1/uploads) accepts parts before it "
         "expires (OpenAI: one hour); its parts are purged after that.",
     )
     max_upload_bytes: int = Field(
@@ -161,19 +171,25 @@ class Settings(BaseSettings):
         default=64 * MB, description="Largest part of an Upload (OpenAI: 64 MB)."
     )
     file_purge_interval: float = Field(
-        default=60.0, gt=0, description="Seconds between purges of deleted or expired files, "
+        default=60.0,
+        gt=0,
+        description="Seconds between purges of deleted or expired files, "
         "finished uploads' parts and expired idempotency keys.",
     )
     idempotency_ttl: int = Field(
         default=24 * 3600, ge=1, description="Seconds an Idempotency-Key is remembered."
     )
     max_enqueued_tokens: int | None = Field(
-        default=None, ge=0, description="Most input tokens one API key's unfinished batches "
+        default=None,
+        ge=0,
+        description="Most input tokens one API key's unfinished batches "
         "(validating, in progress, finalizing) may hold; a batch beyond it fails validation "
         "with token_limit_exceeded. None: no limit.",
     )
     max_enqueued_requests: int | None = Field(
-        default=None, ge=0, description="Most requests one API key's unfinished batches may "
+        default=None,
+        ge=0,
+        description="Most requests one API key's unfinished batches may "
         "hold (as max_enqueued_tokens). None: no limit.",
     )
     shard_size: int = Field(default=1000, ge=1, description="Request lines per unit of work.")

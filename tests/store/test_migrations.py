@@ -12,7 +12,7 @@ from batchd.store.migrate import current_revision
 from batchd.store.sql import SqlStore, async_url
 
 pytestmark = pytest.mark.anyio
-HEAD = "0003"
+HEAD = "0004"
 
 
 async def test_fresh_database_reaches_head(store: SqlStore) -> None:

@@ -1,7 +1,8 @@
 """The parts a batchd process runs on, opened and closed in one order.
 
 ``batchd serve`` (server/app.py) and ``batchd worker`` (engine/standalone.py) both
-run on a store, a blob store, a backend router and, unless the API runs alone, a
+run on a store, a blob store, a backend router, the API keys of the database (a
+:class:`~batchd.apikeys.directory.KeyDirectory`) and, unless the API runs alone, a
 worker with its observers and companions (a webhook sender, say). Both open and
 close them through :class:`Runtime`, so the order is written once: the worker
 stops first (it drains requests in flight and commits their results), then what
@@ -15,6 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from batchd.apikeys.directory import KeyDirectory
 from batchd.backends.registry import build_router
 from batchd.backends.router import Router
 from batchd.blobs.base import BlobStore
@@ -45,6 +47,7 @@ def build_worker(
     blobs: BlobStore,
     router: Router,
     observers: Observers | None = None,
+    keys: KeyDirectory | None = None,
 ) -> Worker:
     return Worker(
         store=store,
@@ -63,13 +66,18 @@ def build_worker(
             max_line_bytes=settings.max_batch_file_bytes,
             cancel_grace=settings.cancel_grace,
             file_purge_interval=settings.file_purge_interval,
-            queue_limits=QueueLimits(
-                max_tokens=settings.max_enqueued_tokens,
-                max_requests=settings.max_enqueued_requests,
-            ),
+            queue_limits=queue_limits(settings),
             adaptive_concurrency=settings.adaptive_concurrency,
         ),
         observers=observers,
+        limits_for=keys.limits_for if keys is not None else None,
+    )
+
+
+def queue_limits(settings: Settings) -> QueueLimits:
+    """The server-wide queue limits (each key may override them)."""
+    return QueueLimits(
+        max_tokens=settings.max_enqueued_tokens, max_requests=settings.max_enqueued_requests
     )
 
 
@@ -80,6 +88,7 @@ class Runtime:
     blobs: BlobStore
     router: Router
     worker: Worker | None
+    keys: KeyDirectory
     companions: list[Companion] = field(default_factory=list)
 
     @classmethod
@@ -99,9 +108,11 @@ class Runtime:
         await store.open()
         blobs = open_blob_store(settings.storage, settings.data_dir)
         router = build_router(settings)
+        keys = KeyDirectory(store, defaults=queue_limits(settings), refresh=settings.key_refresh)
+        await keys.load()
         worker = None
         if with_worker:
-            worker = build_worker(settings, store=store, blobs=blobs, router=router)
+            worker = build_worker(settings, store=store, blobs=blobs, router=router, keys=keys)
             for observer in observers:
                 if observer is not None:
                     worker.observers.add(observer)
@@ -111,10 +122,12 @@ class Runtime:
             blobs=blobs,
             router=router,
             worker=worker,
+            keys=keys,
             companions=[c for c in companions if c is not None],
         )
 
     def start(self) -> None:
+        self.keys.start()
         for companion in self.companions:
             companion.start()
         if self.worker is not None:
@@ -126,6 +139,7 @@ class Runtime:
         if self.worker is not None:
             steps.append(("the worker", self.worker.stop))
         steps += [(f"{c!r}", c.stop) for c in self.companions]
+        steps.append(("the key directory", self.keys.stop))
         steps += [("the router", self.router.aclose), ("the blob store", self.blobs.close)]
         for name, stop in steps:
             try:

@@ -31,7 +31,7 @@ from batchd.engine.executor import Executor, ShardJob
 from batchd.engine.finalize import finalize_batch
 from batchd.engine.limits import Limits
 from batchd.engine.owner import is_dead_local_owner, new_owner_id
-from batchd.engine.queue_limits import QueueLimits, fixed_limits
+from batchd.engine.queue_limits import LimitsFor, QueueLimits, fixed_limits
 from batchd.engine.upload_purge import purge_uploads
 from batchd.engine.validate import validate_batch
 from batchd.engine.writer import ResultWriter
@@ -64,7 +64,8 @@ class WorkerOptions:
     adaptive_concurrency: bool = True
     """AIMD per backend (engine/limits.py); off: always the full share."""
     queue_limits: QueueLimits = field(default_factory=QueueLimits)
-    """Per-key bounds on unfinished work (engine/queue_limits.py)."""
+    """Bounds on each key's unfinished work (engine/queue_limits.py), unless the worker
+    is given ``limits_for`` (per-key limits, apikeys/directory.py)."""
 
 
 class Worker:
@@ -77,8 +78,10 @@ class Worker:
         policy: RetryPolicy,
         options: WorkerOptions,
         observers: Observers | None = None,
+        limits_for: LimitsFor | None = None,
     ) -> None:
         self.owner = new_owner_id()
+        self._limits_for = limits_for or fixed_limits(options.queue_limits)
         self.observers = observers or Observers()
         self._store = store
         self._blobs = blobs
@@ -231,7 +234,7 @@ class Worker:
                     shard_size=opts.shard_size,
                     observers=self.observers,
                     model_served=functools.partial(self._router.serves, endpoint=batch.endpoint),
-                    limits_for=fixed_limits(opts.queue_limits),
+                    limits_for=self._limits_for,
                     tokenizer_for=self._router.tokenizer_for,
                 ),
                 f"validate {batch.id}",

@@ -12,8 +12,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from batchd.states import BatchStatus
+from batchd.store.key_records import TenantUsage
 from batchd.store.records import BatchRecord
 
 BATCH_STATUSES: tuple[str, ...] = tuple(BatchStatus)
@@ -22,6 +25,8 @@ _BACKEND_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 
 StoreGauges = Callable[[], Awaitable[tuple[dict[str, int], int]]]
 """Returns ``(batches per status, request lines not yet run)``."""
+UsageByKey = Callable[[], Awaitable[Mapping[str, TenantUsage]]]
+"""Usage per API key name (apikeys/directory.py ``KeyDirectory.usage``)."""
 LimitsSnapshot = Callable[[], Mapping[str, Mapping[str, Any]]]
 """Per backend: ``limit``, ``ceiling``, ``in_flight``, ``server_queue``, ``server_running``
 (engine/limits.py ``Limits.snapshot``)."""
@@ -138,10 +143,17 @@ class Metrics:
         )
         self._store_gauges: StoreGauges | None = None
         self._limits: LimitsSnapshot | None = None
+        self._usage_source: UsageByKey | None = None
+        self.usage = _UsageCollector()
+        reg.register(self.usage)
 
     def bind_store(self, gauges: StoreGauges) -> None:
         """Where the scrape-time gauges come from (bound once the store is open)."""
         self._store_gauges = gauges
+
+    def bind_usage(self, usage: UsageByKey) -> None:
+        """Where usage per key comes from (read from the store at scrape time)."""
+        self._usage_source = usage
 
     def bind_limits(self, snapshot: LimitsSnapshot) -> None:
         """Where the per-backend concurrency gauges come from (the worker's limits)."""
@@ -161,6 +173,8 @@ class Metrics:
     async def refresh(self) -> None:
         """Re-read the store and limits gauges; called on every scrape."""
         self._refresh_limits()
+        if self._usage_source is not None:
+            self.usage.by_key = dict(await self._usage_source())
         if self._store_gauges is None:
             return
         counts, pending = await self._store_gauges()
@@ -202,3 +216,30 @@ class Metrics:
 
     def batch_finished(self, batch: BatchRecord) -> None:
         self.batches_finished.labels(batch.status).inc()
+
+
+class _UsageCollector(Collector):
+    """Usage per API key, by key name (never the secret), summed over every batch the
+    key ever ran: totals read from the store, so they describe every worker."""
+
+    _FAMILIES = (
+        ("batchd_key_batches", "Batches created with the key.", "batches"),
+        ("batchd_key_requests", "Request lines of the key run to an outcome.", "requests"),
+        ("batchd_key_input_tokens", "Input (prompt) tokens of the key's requests.", "input_tokens"),
+        ("batchd_key_output_tokens", "Output tokens of the key's requests.", "output_tokens"),
+    )
+
+    def __init__(self) -> None:
+        self.by_key: dict[str, TenantUsage] = {}
+
+    def collect(self) -> list[Metric]:
+        families: list[Metric] = []
+        for name, doc, attr in self._FAMILIES:
+            family = CounterMetricFamily(name, doc, labels=["key"])
+            for key, used in sorted(self.by_key.items()):
+                family.add_metric([key], getattr(used, attr))
+            families.append(family)
+        return families
+
+    def describe(self) -> list[Metric]:
+        return [CounterMetricFamily(name, doc, labels=["key"]) for name, doc, _ in self._FAMILIES]

@@ -58,13 +58,12 @@ def create_app(settings: Settings) -> FastAPI:
             for observer in (metrics, webhooks):
                 if observer is not None:
                     engine.observers.add(observer)
-        limits = (
-            worker.limits.snapshot if worker else engine.limits_snapshot if engine else dict
-        )
+        limits = worker.limits.snapshot if worker else engine.limits_snapshot if engine else dict
         if metrics is not None:
             metrics.bind_store(store.batch_gauges)
             metrics.bind_limits(limits)
-        app.state.keyring = KeyRing(settings.api_keys)
+            metrics.bind_usage(runtime.keys.usage)
+        app.state.keyring = KeyRing(settings.api_keys, runtime.keys)
         app.state.batchd = AppState(
             settings=settings,
             files=FileService(store=store, blobs=runtime.blobs, settings=settings),
@@ -83,8 +82,11 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.ui = build_ui_state(
             files=files, results=store.iter_results, prices=settings.prices
         )
-        if not settings.api_keys:
-            log.warning("no API keys configured: the server is open to anyone who can reach it")
+        if app.state.keyring.open:
+            log.warning(
+                "no API keys configured (--api-key, or batchd keys create): the server is "
+                "open to anyone who can reach it until one exists"
+            )
         # Objects alive after start-up live as long as the process: keep the cyclic
         # GC from re-scanning them on every collection (a measurable cost per request).
         gc.collect()

@@ -1,51 +1,84 @@
 """API keys and tenants.
 
-With keys configured, every request needs ``Authorization: Bearer <key>``, and
-each key is its own tenant: it sees only what it created. Keys are compared in
-constant time, and only a digest of a key is ever stored or logged.
+Keys come from two places: static ones given at start (``--api-key``,
+``BATCHD_API_KEYS``) and those created with ``batchd keys`` (a
+:class:`~batchd.apikeys.directory.KeyDirectory`, re-read every second). With a key
+from either, every request needs ``Authorization: Bearer <key>``; each key is its own
+tenant and sees only what it created. Static keys are compared in constant time;
+database keys are found by the digest of what was presented (only digests are stored).
 """
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import hmac
+from typing import Any
 
 from starlette.requests import Request
 
+from batchd.apikeys.directory import KeyDirectory
+from batchd.apikeys.secrets import digest_of, label_of
+from batchd.apikeys.secrets import tenant_of as tenant_of
 from batchd.errors import AuthenticationFailed
+from batchd.store.key_records import TenantUsage
 
 OPEN_TENANT = "public"
 
 
 class KeyRing:
-    def __init__(self, keys: list[str]) -> None:
+    def __init__(self, keys: list[str], directory: KeyDirectory | None = None) -> None:
         self._keys = [k.encode() for k in keys]
+        self._directory = directory
 
     @property
     def open(self) -> bool:
-        return not self._keys
+        """No key exists anywhere: anyone may call, as the one tenant ``public``."""
+        return not self._keys and (self._directory is None or self._directory.empty)
 
     def tenant_for(self, authorization: str | None) -> str:
         if self.open:
             return OPEN_TENANT
         scheme, _, presented = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not presented.strip():
+        presented = presented.strip()
+        if scheme.lower() != "bearer" or not presented:
             raise AuthenticationFailed(
                 "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.",
                 code="missing_api_key",
             )
-        candidate = presented.strip().encode()
+        candidate = presented.encode()
         match = False
-        # Compare against every key, without stopping early, so timing says nothing.
+        # Compare against every static key, without stopping early, so timing says nothing.
         for key in self._keys:
             match |= hmac.compare_digest(candidate, key)
-        if not match:
-            raise AuthenticationFailed("Incorrect API key provided.", code="invalid_api_key")
-        return tenant_of(presented.strip())
+        if match:
+            return tenant_of(presented)
+        if self._directory is not None:
+            digest = digest_of(presented)
+            found = self._directory.lookup(digest)
+            if found is not None and found.revoked:
+                raise AuthenticationFailed(
+                    f"This API key ({found.name!r}) has been revoked.", code="invalid_api_key"
+                )
+            if found is not None:
+                self._directory.note_use(digest)
+                return found.tenant
+        raise AuthenticationFailed("Incorrect API key provided.", code="invalid_api_key")
 
-
-def tenant_of(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()[:32]
+    async def usage_of(self, tenant: str) -> dict[str, Any]:
+        """What the dashboard shows of one tenant's key and its usage."""
+        directory = self._directory
+        key = directory.key_for(tenant) if directory is not None else None
+        name = directory.name_for(tenant) if directory is not None else label_of(tenant)
+        used = (await directory.usage()).get(name) if directory is not None else None
+        limits = directory.limits_for(tenant) if directory is not None else None
+        return {
+            "key": name,
+            "weight": key.weight if key is not None else 1.0,
+            "max_enqueued_tokens": limits.max_tokens if limits else None,
+            "max_enqueued_requests": limits.max_requests if limits else None,
+            "last_used_at": key.last_used_at if key is not None else None,
+            **dataclasses.asdict(used or TenantUsage()),
+        }
 
 
 async def request_tenant(request: Request) -> str:

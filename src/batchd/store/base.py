@@ -3,8 +3,8 @@
 One protocol per concern, composed into :class:`Store`; code that needs only one
 concern may take the narrower type. :class:`batchd.store.sql.SqlStore` implements
 all of them (SQLite and PostgreSQL); ``tests/store`` is the contract every
-implementation meets. Later concerns (idempotency keys, uploads, API keys) arrive
-as further protocols composed into ``Store`` the same way.
+implementation meets. Each later concern (uploads, idempotency keys, queue limits,
+API keys) arrived as a further protocol composed into ``Store`` the same way.
 
 Claims are leases: ``owner`` is a worker id, ``now``/``until`` are Unix seconds.
 A store method that moves a batch or shard on checks that ``owner`` still holds
@@ -13,10 +13,11 @@ its lease, so a worker whose lease lapsed (and was taken over) cannot interfere.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from batchd.states import BatchStatus, StopReason
+from batchd.store.key_records import ApiKeyRecord, TenantUsage
 from batchd.store.records import BatchRecord, FileRecord, Page, ResultRow, ShardRecord
 from batchd.store.upload_records import IdempotencyRecord, PartRecord, UploadRecord
 
@@ -64,9 +65,7 @@ class BatchStore(Protocol):
         self, *, tenant: str, after: str | None, limit: int
     ) -> Page[BatchRecord]: ...
 
-    async def request_cancel(
-        self, batch_id: str, *, tenant: str, now: int
-    ) -> BatchRecord | None:
+    async def request_cancel(self, batch_id: str, *, tenant: str, now: int) -> BatchRecord | None:
         """Move a running batch to ``cancelling``; a finished one is returned unchanged."""
         ...
 
@@ -133,9 +132,7 @@ class ClaimStore(Protocol):
         self, owner: str, now: float, until: float
     ) -> BatchRecord | None: ...
 
-    async def claim_finalization(
-        self, owner: str, now: float, until: float
-    ) -> BatchRecord | None:
+    async def claim_finalization(self, owner: str, now: float, until: float) -> BatchRecord | None:
         """A batch ready to finalize: all shards done, or stopped with none in flight."""
         ...
 
@@ -278,6 +275,30 @@ class QueueStore(Protocol):
         ...
 
 
+class KeyStore(Protocol):
+    """API keys created with ``batchd keys`` (digests only), and usage per tenant."""
+
+    async def insert_api_key(self, rec: ApiKeyRecord) -> bool:
+        """False (and nothing written) when a key of that name already exists."""
+        ...
+
+    async def list_api_keys(self) -> list[ApiKeyRecord]:
+        """Every key, revoked ones too, oldest first."""
+        ...
+
+    async def revoke_api_key(self, name: str, *, now: int) -> ApiKeyRecord | None:
+        """Revoke the key (a revoked one stays as it was); None if there is no such key."""
+        ...
+
+    async def note_key_use(self, last_used: Mapping[str, int]) -> None:
+        """Record when keys (by digest) were last used; never moves a time back."""
+        ...
+
+    async def usage_by_tenant(self) -> dict[str, TenantUsage]:
+        """Batches, requests and tokens per tenant, over all its batches."""
+        ...
+
+
 class Store(
     FileStore,
     BatchStore,
@@ -287,6 +308,7 @@ class Store(
     UploadStore,
     IdempotencyStore,
     QueueStore,
+    KeyStore,
     Protocol,
 ):
     """Everything batchd keeps besides file bytes (those are in a blob store)."""

@@ -185,3 +185,20 @@ tenant_queues = Table(
     Column("tenant", String(64), primary_key=True),
     Column("admissions", BigInteger, nullable=False, default=0),
 )
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    # Keys created with ``batchd keys create``: only the SHA-256 of the secret is kept.
+    # ``tenant`` is derived from the secret as for a static ``--api-key`` key, so each key
+    # is its own tenant either way. A revoked key keeps its row (its name and usage).
+    Column("name", String(64), primary_key=True),
+    Column("digest", String(64), nullable=False, unique=True),
+    Column("tenant", String(64), nullable=False, unique=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("revoked_at", BigInteger),
+    Column("last_used_at", BigInteger),
+    Column("max_enqueued_tokens", BigInteger),
+    Column("max_enqueued_requests", BigInteger),
+    Column("weight", Float, nullable=False, default=1.0, server_default="1"),
+)

@@ -135,6 +135,13 @@ async def ui_backends(tenant: Tenant, state: State) -> dict[str, Any]:
     return {"object": "list", "data": [dataclasses.asdict(v) for v in backend_views(snapshot)]}
 
 
+@router.get("/ui/api/usage")
+async def ui_usage(tenant: Tenant, request: Request) -> dict[str, Any]:
+    """The signed-in key: its name, limits, weight and what its batches have used."""
+    ring: KeyRing = request.app.state.keyring
+    return await ring.usage_of(tenant)
+
+
 def _view(rec: BatchRecord, ui: UiState, now: float) -> dict[str, Any]:
     return {
         "batch": batch_object(rec).model_dump(mode="json"),

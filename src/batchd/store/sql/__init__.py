@@ -12,6 +12,7 @@ from batchd.store.sql.claims import ClaimQueries
 from batchd.store.sql.core import async_url
 from batchd.store.sql.files import FileQueries
 from batchd.store.sql.idempotency import IdempotencyQueries
+from batchd.store.sql.keys import KeyQueries
 from batchd.store.sql.queue import QueueQueries
 from batchd.store.sql.results import ResultQueries
 from batchd.store.sql.uploads import UploadQueries
@@ -29,6 +30,7 @@ class SqlStore(
     UploadQueries,
     IdempotencyQueries,
     QueueQueries,
+    KeyQueries,
 ):
     """Metadata of files and batches, shards and their claims, per-line results, and
-    the worker registry, in one SQL database."""
+    the worker registry, uploads, idempotency keys and API keys, in one SQL database."""

@@ -226,6 +226,7 @@
       const { views, hasMore } = await loadBatches();
       render(views, hasMore);
       await loadBackends();
+      await loadUsage();
       if (views.some((v) => !TERMINAL.has(v.batch.status))) next = FAST_POLL_MS;
       $("#refreshed").textContent = `updated ${new Date().toLocaleTimeString()}`;
       if ($("#message").dataset.source === "load") showMessage("");
@@ -259,6 +260,33 @@
     );
     $("#backend-rows").replaceChildren(...rows);
     $("#backends").hidden = rows.length === 0;
+  }
+
+  async function loadUsage() {
+    let u;
+    try {
+      u = await getJson("/ui/api/usage");
+    } catch (_) {
+      return; // the batches table shows the error
+    }
+    const fmt = (n) => Number(n).toLocaleString("en-US");
+    const limits = [
+      u.max_enqueued_tokens === null ? null : `${fmt(u.max_enqueued_tokens)} tokens`,
+      u.max_enqueued_requests === null ? null : `${fmt(u.max_enqueued_requests)} requests`,
+    ].filter((x) => x !== null);
+    const row = el(
+      "tr",
+      {},
+      el("td", {}, u.key),
+      el("td", {}, fmt(u.batches)),
+      el("td", {}, fmt(u.requests)),
+      el("td", {}, fmt(u.input_tokens)),
+      el("td", {}, fmt(u.output_tokens)),
+      el("td", {}, String(u.weight)),
+      el("td", { className: "muted" }, limits.length ? limits.join(", ") : "none"),
+    );
+    $("#usage-rows").replaceChildren(row);
+    $("#usage").hidden = false;
   }
 
   function schedule(ms) {

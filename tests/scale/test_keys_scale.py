@@ -1,0 +1,60 @@
+"""Keys in the database across processes on PostgreSQL: two API servers and two
+workers see a key created and revoked with ``batchd keys --database-url`` without a
+restart; per-key limits hold in whichever worker validates the batch."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import openai
+
+from harness import BatchdProcess, chat_line, create_batch, wait_batch, wait_for
+from tenants.keys_cli import create_key, keys_cli, list_keys
+from upstream_server import Faults, UpstreamServer
+
+
+def accepted(proc: BatchdProcess, key: str) -> bool:
+    try:
+        proc.make_client(api_key=key).files.list()
+    except openai.AuthenticationError:
+        return False
+    return True
+
+
+def test_keys_on_postgres_reach_every_api_and_worker(
+    cluster: Any, shared_env: dict[str, str], upstream: UpstreamServer
+) -> None:
+    upstream.reset(Faults(delay=0.3))
+    db = {"BATCHD_DATABASE_URL": shared_env["BATCHD_DATABASE_URL"]}
+    api1 = cluster("api", upstream=upstream.base_url, env=shared_env)
+    api2 = cluster("api", upstream=upstream.base_url, env=shared_env)
+    for _ in range(2):
+        cluster("worker", upstream=upstream.base_url, env=shared_env)
+    small = create_key("small", "--max-enqueued-requests", "8", env=db)
+    big = create_key("big", env=db)
+    t0 = time.monotonic()
+    for api in (api1, api2):
+        wait_for(lambda api=api: accepted(api, small) and accepted(api, big), timeout=5,
+                 what="keys accepted by every API server")  # fmt: skip
+    assert time.monotonic() - t0 < 5
+
+    cs, cb = api1.make_client(api_key=small), api2.make_client(api_key=big)
+    first = create_batch(cs, [chat_line(i) for i in range(6)])
+    assert wait_batch(cs, first.id, statuses=("in_progress",)).status == "in_progress"
+    over = wait_batch(cs, create_batch(cs, [chat_line(i) for i in range(6)]).id)
+    assert over.status == "failed" and over.errors is not None
+    assert over.errors.data[0].code == "token_limit_exceeded"
+    fine = wait_batch(cb, create_batch(cb, [chat_line(i) for i in range(6)]).id)
+    assert fine.status == "completed"
+    assert wait_batch(cs, first.id).status == "completed"
+
+    keys_cli("revoke", "small", env=db)
+    t0 = time.monotonic()
+    for api in (api1, api2):
+        wait_for(lambda api=api: not accepted(api, small), timeout=5, what="small refused")
+    assert time.monotonic() - t0 < 5
+    rows = list_keys(env=db)
+    assert rows["small"]["status"] == "revoked"
+    assert rows["small"]["batches"] == 2 and rows["small"]["requests"] == 6
+    assert rows["big"]["requests"] == 6
