@@ -8,7 +8,16 @@ from typing import Any
 
 import pytest
 
-from harness import BatchdProcess, StartBatchd, chat_line, create_batch, to_jsonl, wait_batch
+from harness import (
+    BatchdProcess,
+    StartBatchd,
+    chat_line,
+    create_batch,
+    to_jsonl,
+    wait_batch,
+    wait_for,
+)
+from tenants.keys_cli import create_key
 from upstream_server import Faults, UpstreamServer
 
 pytest.importorskip("playwright", reason="the playwright package is not installed")
@@ -133,3 +142,32 @@ def test_a_key_sees_only_its_own_batches(
     page.click("#key-save")
     expect(row(page, mine.id)).to_have_attribute("data-status", "completed")
     expect(page.locator("#message")).to_be_hidden()
+
+
+def test_the_signed_in_key_sees_its_own_usage(
+    page: Any, start_batchd: StartBatchd, upstream: UpstreamServer
+) -> None:
+    server = start_batchd(upstream=upstream.base_url, args=KEYS, api_key="k1")
+    team = create_key("team-a", "--weight", "2", "--max-enqueued-requests", "500",
+                      data_dir=server.data_dir)  # fmt: skip
+    theirs = server.make_client(api_key=team)
+
+    def accepted() -> bool:
+        status, _h, _b = server.http(
+            "GET", "/v1/files", headers={"Authorization": f"Bearer {team}"}
+        )
+        return status == 200
+
+    wait_for(accepted, timeout=5, what="team-a accepted")
+    done = wait_batch(theirs, create_batch(theirs, [chat_line(i) for i in range(4)]).id)
+    k1 = server.make_client(api_key="k1")
+    wait_batch(k1, create_batch(k1, [chat_line(i) for i in range(2)]).id)
+
+    open_dashboard(page, server, team)
+    cells = page.locator("#usage-rows tr td")
+    expect(cells.nth(0)).to_have_text("team-a")
+    expect(cells.nth(1)).to_have_text("1")  # batches: its own only, not k1's
+    expect(cells.nth(2)).to_have_text("4")  # requests
+    expect(cells.nth(3)).to_have_text(f"{done.usage.input_tokens:,}")
+    expect(cells.nth(5)).to_have_text("2")
+    expect(cells.nth(6)).to_have_text("500 requests")
