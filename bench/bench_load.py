@@ -4,8 +4,10 @@
     python bench/bench_load.py --clients 20 --lines 5000   # quicker
     python bench/bench_load.py --repeat 3         # three runs; the target must hold in each
     python bench/bench_load.py --serve-arg=--no-engine-process   # API and engine in one process
+    python bench/bench_load.py --upstream nginx   # an upstream that takes no CPU here
 
-The instant upstream (tests/upstream_server.py) and batchd run in their own
+The instant upstream (tests/upstream_server.py, or with ``--upstream nginx`` a
+fixed answer from nginx that costs almost nothing) and batchd run in their own
 processes; this process runs the clients on one asyncio loop with the official
 ``openai`` async SDK. Each client loops until the batch is done: it waits a
 random think time (mean ``--think`` seconds, as a polling client does), then
@@ -33,7 +35,7 @@ from pathlib import Path
 import openai
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_service import free_port, wait_http, write_input
+from bench_service import free_port, nginx_binary, upstream_server, wait_http, write_input
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = b"".join(
@@ -156,11 +158,8 @@ async def drive(base_url: str, path: Path, clients: int, think: float) -> dict[s
 
 
 def run_once(args: argparse.Namespace) -> dict[str, object]:
-    up_port, port = free_port(), free_port()
-    upstream = subprocess.Popen(
-        [sys.executable, str(ROOT / "tests" / "upstream_server.py"), "--port", str(up_port)]
-    )
-    with tempfile.TemporaryDirectory() as tmp:
+    port = free_port()
+    with upstream_server(args.upstream) as up_base, tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "BATCHD_LOCAL_ENABLED": "false", "BATCHD_LOG_LEVEL": "WARNING"}
         server = subprocess.Popen(
             [
@@ -173,7 +172,7 @@ def run_once(args: argparse.Namespace) -> dict[str, object]:
                 "--data-dir",
                 str(Path(tmp) / "data"),
                 "--upstream",
-                f"http://127.0.0.1:{up_port}/v1",
+                up_base,
                 "--upstream-concurrency",
                 str(args.concurrency),
                 *args.serve_arg,
@@ -181,7 +180,6 @@ def run_once(args: argparse.Namespace) -> dict[str, object]:
             env=env,
         )
         try:
-            wait_http(f"http://127.0.0.1:{up_port}/v1/models")
             wait_http(f"http://127.0.0.1:{port}/health")
             path = Path(tmp) / "in.jsonl"
             write_input(path, args.lines)
@@ -190,9 +188,7 @@ def run_once(args: argparse.Namespace) -> dict[str, object]:
             )
         finally:
             server.terminate()
-            upstream.terminate()
             server.wait(60)
-            upstream.wait(30)
     p99 = result["operations"]["batches.retrieve"]["p99_ms"]  # type: ignore[index]
     result["target_met"] = result["errors"] == 0 and p99 < 50
     print(
@@ -222,6 +218,13 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--think", type=float, default=0.5, help="mean seconds between calls")
     parser.add_argument("--concurrency", type=int, default=64, help="upstream concurrency")
+    parser.add_argument(
+        "--upstream",
+        choices=("python", "nginx"),
+        default="python",
+        help="python: tests/upstream_server.py (takes about a core here); nginx: a fixed "
+        "answer that costs almost nothing, as a model server on another machine would",
+    )
     parser.add_argument("--repeat", type=int, default=1, help="runs; the target must hold in each")
     parser.add_argument(
         "--serve-arg",
@@ -231,6 +234,8 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "load.json")
     args = parser.parse_args()
+    if args.upstream == "nginx":
+        nginx_binary()  # say so now if it is missing
 
     runs = [run_once(args) for _ in range(args.repeat)]
     p99s = [r["operations"]["batches.retrieve"]["p99_ms"] for r in runs]  # type: ignore[index]
@@ -240,6 +245,7 @@ def main() -> None:
         "think_s": args.think,
         "cpus": os.cpu_count(),
         "serve_args": args.serve_arg,
+        "upstream": args.upstream,
         "retrieve_p99_ms": p99s,
         "target_met_every_run": all(r["target_met"] for r in runs),
         "runs": runs,
