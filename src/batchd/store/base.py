@@ -64,9 +64,7 @@ class BatchStore(Protocol):
         self, *, tenant: str, after: str | None, limit: int
     ) -> Page[BatchRecord]: ...
 
-    async def request_cancel(
-        self, batch_id: str, *, tenant: str, now: int
-    ) -> BatchRecord | None:
+    async def request_cancel(self, batch_id: str, *, tenant: str, now: int) -> BatchRecord | None:
         """Move a running batch to ``cancelling``; a finished one is returned unchanged."""
         ...
 
@@ -133,15 +131,27 @@ class ClaimStore(Protocol):
         self, owner: str, now: float, until: float
     ) -> BatchRecord | None: ...
 
-    async def claim_finalization(
-        self, owner: str, now: float, until: float
-    ) -> BatchRecord | None:
+    async def claim_finalization(self, owner: str, now: float, until: float) -> BatchRecord | None:
         """A batch ready to finalize: all shards done, or stopped with none in flight."""
         ...
 
     async def claim_shard(
-        self, owner: str, now: float, until: float, *, idle_batches_only: bool = False
-    ) -> ShardRecord | None: ...
+        self,
+        owner: str,
+        now: float,
+        until: float,
+        *,
+        newcomers_only: bool = False,
+        weight_of: Callable[[str], float] | None = None,
+    ) -> ShardRecord | None:
+        """The next shard to run, in the fair order of store/fair_order.py: by the
+        tenant's shards running anywhere per ``weight_of(tenant)`` (default 1.0), then
+        priority within the tenant, then the batch's running shards, then age.
+
+        ``newcomers_only``: only from a batch with no shard running anywhere, or from a
+        tenant with no shard running on ``owner``.
+        """
+        ...
 
     async def release_shard(self, shard: ShardRecord, owner: str) -> bool:
         """Give the shard back unfinished; False if ``owner`` no longer held it."""
