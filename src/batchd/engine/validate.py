@@ -1,8 +1,9 @@
 """The ``validating`` phase: one streaming pass over the input file.
 
-The pass checks every line and, for a valid file, cuts it into shards of
-``shard_size`` request lines, remembering their byte ranges so workers can read
-their shard without scanning the file.
+The pass checks every line and, for a valid file, cuts it into shards of at most
+``shard_size`` request lines (small batches into several, engine/shards.py),
+remembering their byte ranges so workers can read their shard without scanning the
+file.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from batchd.blobs.base import BlobStore
 from batchd.clock import now
 from batchd.engine.events import Observers
 from batchd.engine.queue_limits import LimitsFor, QueueLimits, limit_error
+from batchd.engine.shards import ShardCutter
 from batchd.jsonl import iter_lines
 from batchd.states import BatchStatus
 from batchd.store.base import Store
@@ -94,22 +96,15 @@ async def _scan(
     max_line_bytes: int,
     shard_size: int,
 ) -> None:
-    cur: dict[str, int] | None = None
+    cutter = ShardCutter(batch.id, shard_size)
     async for line in iter_lines(blobs.read(batch.input_file_id), max_line_bytes=max_line_bytes):
         if line.blank:
             continue
         validator.feed(line)
         if validator.report.error_count:
             continue  # no shards are needed for a file that will fail
-        if cur is None:
-            cur = {"start": line.start, "first": line.number, "n": 0}
-        cur["n"] += 1
-        cur["end"], cur["last"] = line.end, line.number
-        if cur["n"] == shard_size:
-            shards.append(_shard(batch.id, len(shards), cur))
-            cur = None
-    if cur is not None:
-        shards.append(_shard(batch.id, len(shards), cur))
+        cutter.feed(line)
+    shards.extend(cutter.finish())
 
 
 async def _announce(store: Store, batch_id: str, observers: Observers | None) -> None:
@@ -118,15 +113,3 @@ async def _announce(store: Store, batch_id: str, observers: Observers | None) ->
     final = await store.get_batch(batch_id, tenant=None)
     if final is not None and final.status == BatchStatus.FAILED:
         observers.batch_finished(final)
-
-
-def _shard(batch_id: str, number: int, cur: dict[str, int]) -> ShardRecord:
-    return ShardRecord(
-        batch_id=batch_id,
-        shard_no=number,
-        start_offset=cur["start"],
-        end_offset=cur["end"],
-        first_line=cur["first"],
-        last_line=cur["last"],
-        n_tasks=cur["n"],
-    )
