@@ -2,8 +2,11 @@
 
 One loop per process. Each tick it frees the leases of dead local processes,
 flags expired batches, then claims what it has room for: batches to validate,
-shards to run (fairly: highest priority first, then from the batch with the fewest
-shards running anywhere), batches to finalize. A heartbeat renews every lease it
+shards to run, batches to finalize. Shards are claimed fairly between tenants (API
+keys): from the key with the fewest shards running anywhere per its weight, then
+by priority among that key's batches, then from its batch with the fewest shards
+running (store/fair_order.py); inside the worker each backend's capacity is shared
+the same way per request (engine/fair.py). A heartbeat renews every lease it
 holds; leases of a worker on another host that died lapse and are taken over.
 
 Workers in other processes (other hosts) are woken by PostgreSQL NOTIFY when one
@@ -28,6 +31,7 @@ from batchd.blobs.base import BlobStore
 from batchd.clock import now
 from batchd.engine.events import Observers
 from batchd.engine.executor import Executor, ShardJob
+from batchd.engine.fair import WeightOf
 from batchd.engine.finalize import finalize_batch
 from batchd.engine.limits import Limits
 from batchd.engine.owner import is_dead_local_owner, new_owner_id
@@ -38,7 +42,7 @@ from batchd.engine.writer import ResultWriter
 from batchd.retry import RetryPolicy
 from batchd.states import StopReason
 from batchd.store.base import Store
-from batchd.store.records import ShardRecord
+from batchd.store.records import BatchRecord, ShardRecord
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +61,9 @@ class WorkerOptions:
     cancel_grace: float = 30.0
     file_purge_interval: float = 60.0
     extra_shards: int = 2
-    """Shards a worker at ``max_shards`` may still start for batches with none running,
-    so a newly arrived batch starts at once instead of after a shard of a huge one."""
+    """Shards a worker at ``max_shards`` may still start for batches with none running
+    or tenants with none here, so a newly arrived batch (or a key whose work runs on
+    other workers) starts at once instead of after a shard of a huge one."""
     registry_interval: float = 1.0
     """Seconds between worker-registry refreshes (the shared concurrency split)."""
     adaptive_concurrency: bool = True
@@ -77,8 +82,12 @@ class Worker:
         policy: RetryPolicy,
         options: WorkerOptions,
         observers: Observers | None = None,
+        weight_of: WeightOf | None = None,
     ) -> None:
+        """``weight_of(tenant)``: a tenant's share of capacity relative to others
+        (default 1.0 each); read whenever capacity is handed out, so it must be cheap."""
         self.owner = new_owner_id()
+        self._weight_of = weight_of
         self.observers = observers or Observers()
         self._store = store
         self._blobs = blobs
@@ -93,7 +102,7 @@ class Worker:
             writer=self._writer,
             cancel_grace=options.cancel_grace,
             observers=self.observers,
-            limits=Limits(adaptive=options.adaptive_concurrency),
+            limits=Limits(adaptive=options.adaptive_concurrency, weight_of=weight_of),
         )
         self.limits = self.executor.limits
         self._listener = store.listener(self.wake)
@@ -104,7 +113,7 @@ class Worker:
         self._phases: set[str] = set()  # batch ids validating/finalizing here
         self._stops: dict[str, StopReason | None] = {}
         self._main: asyncio.Task[None] | None = None
-        self._batch_info: dict[str, tuple[str, str]] = {}
+        self._batch_info: dict[str, BatchRecord] = {}
         self._draining = False
 
     # ------------------------------------------------------------ lifecycle
@@ -241,14 +250,17 @@ class Worker:
             # shards (their tasks wake this loop) the next tick claims fairly, by
             # priority, among all of them rather than only among those already running.
             return
+        weights = self._weight_of
         while len(self._shards) < opts.max_shards:
-            shard = await store.claim_shard(self.owner, time.time(), self._until())
+            shard = await store.claim_shard(
+                self.owner, time.time(), self._until(), weight_of=weights
+            )
             if shard is None:
                 break
             self._start_shard(shard)
         while opts.max_shards <= len(self._shards) < opts.max_shards + opts.extra_shards:
             shard = await store.claim_shard(
-                self.owner, time.time(), self._until(), idle_batches_only=True
+                self.owner, time.time(), self._until(), newcomers_only=True, weight_of=weights
             )
             if shard is None:
                 break
@@ -272,12 +284,18 @@ class Worker:
 
         async def run() -> None:
             try:
-                info = self._batch_info.get(shard.batch_id)
-                if info is None:
+                batch = self._batch_info.get(shard.batch_id)
+                if batch is None:
                     batch = await self._store.get_batch(shard.batch_id, tenant=None)
                     assert batch is not None
-                    info = self._batch_info[shard.batch_id] = (batch.endpoint, batch.input_file_id)
-                job = ShardJob(shard=shard, endpoint=info[0], input_file_id=info[1])
+                    self._batch_info[shard.batch_id] = batch
+                job = ShardJob(
+                    shard=shard,
+                    endpoint=batch.endpoint,
+                    input_file_id=batch.input_file_id,
+                    tenant=batch.tenant,
+                    priority=batch.priority,
+                )
                 finished = await self.executor.run(
                     job,
                     lambda: self._draining or self._stops.get(shard.batch_id) is not None,
@@ -288,6 +306,8 @@ class Worker:
                     await self._store.release_shard(shard, self.owner)
             finally:
                 self._shards.pop(key, None)
+                if not any(k[0] == shard.batch_id for k in self._shards):
+                    self._batch_info.pop(shard.batch_id, None)  # fetched again if needed
                 self._wake.set()
 
         self._shards[key] = self._spawn(run(), f"shard {shard.batch_id}/{shard.shard_no}")
