@@ -1,7 +1,8 @@
 """The ``validating`` phase: one streaming pass over the input file.
 
 The pass checks every line and, for a valid file, cuts it into shards of at most
-``shard_size`` request lines (small batches into several, engine/shards.py),
+``shard_size`` request lines (small batches into a few per live worker,
+engine/shards.py),
 remembering their byte ranges so workers can read their shard without scanning the
 file.
 """
@@ -20,7 +21,7 @@ from batchd.engine.shards import ShardCutter
 from batchd.jsonl import iter_lines
 from batchd.states import BatchStatus
 from batchd.store.base import Store
-from batchd.store.records import BatchRecord, ShardRecord
+from batchd.store.records import BatchRecord
 from batchd.tokens import PromptTokens
 from batchd.validation import FileValidator
 
@@ -41,7 +42,10 @@ async def validate_batch(
     model_served: Callable[[str], bool] | None = None,
     limits_for: LimitsFor | None = None,
     tokenizer_for: Callable[[str], Callable[[str], list[int]] | None] | None = None,
+    workers: int = 1,
 ) -> None:
+    """``workers``: how many workers are live, so a small batch is cut into pieces
+    for each of them (engine/shards.py)."""
     validator = FileValidator(
         endpoint=batch.endpoint,
         max_tasks=max_tasks,
@@ -49,9 +53,9 @@ async def validate_batch(
         model_served=model_served,
         count_tokens=PromptTokens(tokenizer_for),
     )
-    shards: list[ShardRecord] = []
+    cutter = ShardCutter(batch.id, shard_size, workers=workers)
     try:
-        await _scan(batch, blobs, validator, shards, max_line_bytes, shard_size)
+        await _scan(batch, blobs, validator, cutter, max_line_bytes)
     except FileNotFoundError:
         message = f"The input file {batch.input_file_id} no longer exists."
         errors = [{"code": "missing_input_file", "message": message, "param": None, "line": None}]
@@ -82,6 +86,7 @@ async def validate_batch(
         )  # fmt: skip
         await _announce(store, batch.id, observers)
         return
+    shards = cutter.finish()
     await store.start_batch(
         batch.id, owner, total=report.total, model=report.model, shards=shards, now=now()
     )
@@ -92,11 +97,9 @@ async def _scan(
     batch: BatchRecord,
     blobs: BlobStore,
     validator: FileValidator,
-    shards: list[ShardRecord],
+    cutter: ShardCutter,
     max_line_bytes: int,
-    shard_size: int,
 ) -> None:
-    cutter = ShardCutter(batch.id, shard_size)
     async for line in iter_lines(blobs.read(batch.input_file_id), max_line_bytes=max_line_bytes):
         if line.blank:
             continue
@@ -104,7 +107,6 @@ async def _scan(
         if validator.report.error_count:
             continue  # no shards are needed for a file that will fail
         cutter.feed(line)
-    shards.extend(cutter.finish())
 
 
 async def _announce(store: Store, batch_id: str, observers: Observers | None) -> None:

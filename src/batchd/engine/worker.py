@@ -107,6 +107,7 @@ class Worker:
         self.limits = self.executor.limits
         self._listener = store.listener(self.wake)
         self._registered: list[str] | None = None
+        self._workers = 1  # live workers at the last registry refresh, this one included
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._shards: dict[tuple[str, int], asyncio.Task[None]] = {}
@@ -211,6 +212,7 @@ class Worker:
         live = await self._store.live_workers(t - self._opts.lease_seconds)
         # Workers on this host whose process is gone do not count (their share is free).
         live = {o: b for o, b in live.items() if not is_dead_local_owner(o, me=self.owner)}
+        self._workers = len(live.keys() | {self.owner})
         self.limits.apply(self.owner, live)
 
     async def _refresh_stops(self) -> None:
@@ -242,6 +244,7 @@ class Worker:
                     model_served=functools.partial(self._router.serves, endpoint=batch.endpoint),
                     limits_for=fixed_limits(opts.queue_limits),
                     tokenizer_for=self._router.tokenizer_for,
+                    workers=self._workers,
                 ),
                 f"validate {batch.id}",
             )
