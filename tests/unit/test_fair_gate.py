@@ -8,7 +8,7 @@ import collections
 
 import pytest
 
-from batchd.engine.fair import Claimant, FairGate
+from batchd.engine.fair import IDLE_KEPT, Claimant, FairGate
 
 pytestmark = pytest.mark.anyio
 
@@ -229,7 +229,7 @@ async def test_a_paused_gate_grants_nothing_until_the_pause_ends() -> None:
     assert gate.held == 1
 
 
-async def test_nothing_is_kept_once_all_is_given_back() -> None:
+async def test_bookkeeping_of_batches_that_came_and_went_is_bounded() -> None:
     gate = FairGate(2)
     q = Queue(gate)
     await q.add(A1, 3)
@@ -238,9 +238,17 @@ async def test_nothing_is_kept_once_all_is_given_back() -> None:
     cancelled.cancel()
     await settle()
     while gate.held:
-        holder = q.granted[0]
-        q.granted.remove(holder)
+        holder = q.granted.pop(0)
         gate.release(holder)
         await settle()
     assert gate.held == 0 and gate.waiting == 0
-    assert gate._tenants == {}  # no bookkeeping left for batches that came and went
+    # A hundred batches more, one request each: at most IDLE_KEPT stay remembered.
+    for i in range(100):
+        who = Claimant(f"T{i % 7}", f"b{i}")
+        await take(gate, who, 1)
+        gate.release(who)
+    batches = sum(len(t.batches) for t in gate._tenants.values())
+    assert batches <= IDLE_KEPT + 1, batches
+    assert all(
+        b.held == 0 and not b.queue for t in gate._tenants.values() for b in t.batches.values()
+    )

@@ -39,6 +39,8 @@ WeightOf = Callable[[str], float]
 """A tenant's weight (> 0; 1.0 is the default share). Called at grant time, so it must
 be cheap (a dictionary read, not a query) and must not raise."""
 
+IDLE_KEPT = 16
+"""Idle batches whose bookkeeping a gate keeps before sweeping them all away."""
 MIN_WEIGHT = 1e-9
 """Weights at or below zero count as this: such a tenant gets only what others leave."""
 
@@ -60,10 +62,12 @@ def equal_weights(tenant: str) -> float:
 
 
 class _Batch:
-    __slots__ = ("held", "last", "priority", "queue")
+    __slots__ = ("held", "idle", "last", "priority", "queue")
 
     def __init__(self, priority: int) -> None:
         self.held = 0
+        self.idle = False
+        """Listed among the gate's idle batches (see :meth:`FairGate._went_idle`)."""
         self.last = 0
         """The gate's grant number when this batch last got a unit (0: never)."""
         self.priority = priority
@@ -87,8 +91,6 @@ class _Tenant:
     def pick(self) -> tuple[str, _Batch]:
         """Its batch with waiters of the highest priority, then holding the fewest,
         then served longest ago, then whose waiter came first."""
-        if len(self.batches) == 1:
-            return next(iter(self.batches.items()))
         best: tuple[str, _Batch] | None = None
         for item in self.batches.items():
             b = item[1]
@@ -124,6 +126,7 @@ class FairGate:
         self.paused_until = 0.0
         self._weight_of = weight_of or equal_weights
         self._tenants: dict[str, _Tenant] = {}
+        self._idle: list[tuple[str, str]] = []
         self._arrivals = itertools.count()
         self._grants = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -132,7 +135,18 @@ class FairGate:
 
     async def acquire(self, who: Claimant = ANYONE) -> None:
         if not self.waiting and self.held < self.capacity and not self._paused():
-            self._take(who)
+            # The fast path, inlined: this runs twice per request.
+            name, batch_id, priority = who
+            tenant = self._tenants.get(name)
+            if tenant is None:
+                tenant = self._tenants[name] = _Tenant()
+            batch = tenant.batches.get(batch_id)
+            if batch is None:
+                batch = tenant.batches[batch_id] = _Batch(priority)
+            self.held += 1
+            tenant.held += 1
+            batch.held += 1
+            self._grants = tenant.last = batch.last = self._grants + 1
             return
         tenant, batch = self._entry(who)
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -152,14 +166,16 @@ class FairGate:
 
     def release(self, who: Claimant = ANYONE) -> None:
         """Give back a unit acquired for ``who``."""
+        name, batch_id, _ = who
+        tenant = self._tenants[name]
+        batch = tenant.batches[batch_id]
         self.held -= 1
-        tenant = self._tenants[who.tenant]
         tenant.held -= 1
-        batch = tenant.batches[who.batch_id]
         batch.held -= 1
-        if not batch.held and not batch.queue:
-            self._forget(who.tenant, tenant, who.batch_id)
-        self._grant()
+        if not batch.held and not batch.queue and not batch.idle:
+            self._went_idle(name, batch_id, batch)
+        if self.waiting:
+            self._grant()
 
     def resize(self, capacity: int) -> None:
         self.capacity = capacity
@@ -175,51 +191,71 @@ class FairGate:
     # --------------------------------------------------------------- private
 
     def _paused(self) -> bool:
-        return self.paused_until > 0.0 and time.monotonic() < self.paused_until
+        if not self.paused_until:
+            return False
+        if time.monotonic() < self.paused_until:
+            return True
+        self.paused_until = 0.0  # over: no clock reads until the next pause
+        return False
 
     def _entry(self, who: Claimant) -> tuple[_Tenant, _Batch]:
-        tenant = self._tenants.get(who.tenant)
+        name, batch_id, priority = who
+        tenant = self._tenants.get(name)
         if tenant is None:
-            tenant = self._tenants[who.tenant] = _Tenant()
-        batch = tenant.batches.get(who.batch_id)
+            tenant = self._tenants[name] = _Tenant()
+        batch = tenant.batches.get(batch_id)
         if batch is None:
-            batch = tenant.batches[who.batch_id] = _Batch(who.priority)
+            batch = tenant.batches[batch_id] = _Batch(priority)
         return tenant, batch
-
-    def _take(self, who: Claimant) -> None:
-        tenant, batch = self._entry(who)
-        self._count(tenant, batch)
 
     def _count(self, tenant: _Tenant, batch: _Batch) -> None:
         self.held += 1
         tenant.held += 1
         batch.held += 1
-        self._grants += 1
-        tenant.last = batch.last = self._grants
+        self._grants = tenant.last = batch.last = self._grants + 1
 
-    def _forget(self, name: str, tenant: _Tenant, batch_id: str) -> None:
-        """Drop bookkeeping nobody holds or waits on (batches come and go)."""
-        del tenant.batches[batch_id]
-        if not tenant.batches:
-            del self._tenants[name]
+    def _went_idle(self, name: str, batch_id: str, batch: _Batch) -> None:
+        """A batch holds and awaits nothing. Its bookkeeping stays for a while (its
+        next request usually follows at once) and goes in a sweep once
+        :data:`IDLE_KEPT` batches are idle (batches come and go)."""
+        batch.idle = True
+        self._idle.append((name, batch_id))
+        if len(self._idle) > IDLE_KEPT:
+            for tenant_name, idle_id in self._idle:
+                tenant = self._tenants[tenant_name]
+                b = tenant.batches[idle_id]
+                b.idle = False
+                if not b.held and not b.queue:
+                    del tenant.batches[idle_id]
+                    if not tenant.batches:
+                        del self._tenants[tenant_name]
+            self._idle.clear()
 
     def _grant(self) -> None:
         if not self.waiting:
             return
-        pause = self.paused_until - time.monotonic()
-        if pause > 0:
-            if self._timer is None:
-                self._timer = asyncio.get_running_loop().call_later(pause, self._resume)
-            return
+        if self.paused_until:
+            pause = self.paused_until - time.monotonic()
+            if pause > 0:
+                if self._timer is None:
+                    self._timer = asyncio.get_running_loop().call_later(pause, self._resume)
+                return
+        tenants = self._tenants
         while self.waiting and self.held < self.capacity:
-            name, tenant = self._pick()
-            batch_id, batch = tenant.pick()
+            if len(tenants) == 1:  # one tenant, one batch: nothing to choose
+                ((name, tenant),) = tenants.items()
+            else:
+                name, tenant = self._pick()
+            if len(tenant.batches) == 1:
+                ((batch_id, batch),) = tenant.batches.items()
+            else:
+                batch_id, batch = tenant.pick()
             _, fut = batch.queue.popleft()
             tenant.waiting -= 1
             self.waiting -= 1
             if fut.done():  # cancelled while queued
-                if not batch.held and not batch.queue:
-                    self._forget(name, tenant, batch_id)
+                if not batch.held and not batch.queue and not batch.idle:
+                    self._went_idle(name, batch_id, batch)
                 continue
             self._count(tenant, batch)
             fut.set_result(None)
@@ -227,13 +263,10 @@ class FairGate:
     def _pick(self) -> tuple[str, _Tenant]:
         """The tenant with waiters holding the fewest units per weight; ties: the one
         served longest ago, then the one whose waiter came first."""
-        tenants = self._tenants
-        if len(tenants) == 1:
-            return next(iter(tenants.items()))
         weight_of = self._weight_of
         best: tuple[str, _Tenant] | None = None
         best_share = 0.0
-        for name, tenant in tenants.items():
+        for name, tenant in self._tenants.items():
             if not tenant.waiting:
                 continue
             share = tenant.held / max(weight_of(name), MIN_WEIGHT)
