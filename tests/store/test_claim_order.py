@@ -91,6 +91,25 @@ async def test_running_shards_count_on_every_worker(store: Store) -> None:
     assert shard is not None and shard.batch_id == "a1"
 
 
+async def test_a_tenant_spreads_over_the_workers(store: Store) -> None:
+    await running_batches(store, ("a1", "A", 0, 8), ("b1", "B", 0, 4))
+    assert await claims(store, W2, 1) == ["a1"]
+    # W1 has room for several: it takes B's first piece, but not a second while W2
+    # (which runs A) runs none of B: W2's share of the backend is divided only
+    # between the keys that have work on W2.
+    assert await claims(store, W1, 3) == ["b1", "a1", "a1"]
+    got = await store.claim_shard(W2, T0, UNTIL, newcomers_only=True)
+    assert got is not None and got.batch_id == "b1"  # W2, at capacity, takes B's piece
+    assert await claims(store, W1, 1) == ["b1"]  # now on both: B runs least again
+
+
+async def test_spreading_never_leaves_a_shard_unclaimed(store: Store) -> None:
+    await running_batches(store, ("a1", "A", 0, 1), ("b1", "B", 0, 3))
+    assert await claims(store, W2, 1) == ["a1"]
+    # W2 runs none of B, but W1 has nothing else to claim: it takes B's pieces.
+    assert await claims(store, W1, 3) == ["b1", "b1", "b1"]
+
+
 async def test_finished_shards_stop_counting(store: Store) -> None:
     await running_batches(store, ("a1", "A", 0, 4), ("b1", "B", 0, 4))
     first = await store.claim_shard(W1, T0, UNTIL)

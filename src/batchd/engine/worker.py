@@ -5,8 +5,10 @@ flags expired batches, then claims what it has room for: batches to validate,
 shards to run, batches to finalize. Shards are claimed fairly between tenants (API
 keys): from the key with the fewest shards running anywhere per its weight, then
 by priority among that key's batches, then from its batch with the fewest shards
-running (store/fair_order.py); inside the worker each backend's capacity is shared
-the same way per request (engine/fair.py). A heartbeat renews every lease it
+running, and a key spreads over the workers rather than piling onto one
+(store/fair_order.py); inside the worker each backend's capacity is shared the same
+way per request (engine/fair.py). Where several workers are live, small batches
+are cut into pieces for each (engine/shards.py). A heartbeat renews every lease it
 holds; leases of a worker on another host that died lapse and are taken over.
 
 Workers in other processes (other hosts) are woken by PostgreSQL NOTIFY when one

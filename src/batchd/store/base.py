@@ -144,9 +144,10 @@ class ClaimStore(Protocol):
         newcomers_only: bool = False,
         weight_of: Callable[[str], float] | None = None,
     ) -> ShardRecord | None:
-        """The next shard to run, in the fair order of store/fair_order.py: by the
-        tenant's shards running anywhere per ``weight_of(tenant)`` (default 1.0), then
-        priority within the tenant, then the batch's running shards, then age.
+        """The next shard to run, in the fair order of store/fair_order.py: a tenant
+        ``owner`` already runs while another working worker runs none of it last; then
+        by the tenant's shards running anywhere per ``weight_of(tenant)`` (default
+        1.0), priority within the tenant, the batch's running shards, age.
 
         ``newcomers_only``: only from a batch with no shard running anywhere, or from a
         tenant with no shard running on ``owner``.
