@@ -37,17 +37,19 @@ def late_key_is_not_stuck(
     """Run the scenario; returns what the test may report."""
     upstream.reset(Faults(delay=DELAY))
     early = [
-        create_batch(a, [chat_line(f"a{n}-{i}") for i in range(LINES)]) for n in range(A_BATCHES)
+        create_batch(a, [chat_line(f"a{n}-{i}", model="model-a") for i in range(LINES)])
+        for n in range(A_BATCHES)
     ]
     # B comes once A's work is at the upstream (all six validated and queued).
     for batch in early:
         wait_batch(a, batch.id, statuses=("in_progress",), timeout=60)
     wait_for(lambda: upstream.stats.total >= 8, timeout=60, what="key A's lines sent")
-    late = create_batch(b, [chat_line(f"b{i}") for i in range(LINES)])
+    late = create_batch(b, [chat_line(f"b{i}", model="model-b") for i in range(LINES)])
     done = wait_batch(b, late.id, timeout=120)
     a_done = sum(a.batches.retrieve(x.id).request_counts.completed for x in early)
     assert done.status == "completed", done
     assert done.request_counts.completed == LINES
     total = A_BATCHES * LINES
     assert a_done < total // 2, f"key A had {a_done} of {total} lines done when B finished"
-    return {"a_done": a_done, "total": total}
+    # How many of B's lines the upstream saw at once (each key's model is its own).
+    return {"a_done": a_done, "total": total, "b_peak": upstream.stats.peak_by_model["model-b"]}
