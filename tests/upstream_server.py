@@ -64,6 +64,9 @@ class Stats:
     rejected_429: int = 0
     inflight: int = 0
     peak_inflight: int = 0
+    inflight_by_model: collections.Counter[str] = field(default_factory=collections.Counter)
+    peak_by_model: collections.Counter[str] = field(default_factory=collections.Counter)
+    """The most requests naming each ``model`` that were in flight at once."""
     times: dict[str, list[float]] = field(default_factory=lambda: collections.defaultdict(list))
     """Arrival time (``time.monotonic()``) of every attempt, per distinct text."""
     paths: collections.Counter[str] = field(default_factory=collections.Counter)
@@ -252,8 +255,11 @@ class UpstreamServer:
                 status=429,
                 headers={"Retry-After": str(f.retry_after)},
             )
+        model = str(body.get("model"))
         stats.inflight += 1
         stats.peak_inflight = max(stats.peak_inflight, stats.inflight)
+        stats.inflight_by_model[model] += 1
+        stats.peak_by_model[model] = max(stats.peak_by_model[model], stats.inflight_by_model[model])
         try:
             if f.delay:
                 await asyncio.sleep(f.delay)
@@ -323,6 +329,7 @@ class UpstreamServer:
             )
         finally:
             stats.inflight -= 1
+            stats.inflight_by_model[model] -= 1
 
     # ------------------------------------------------------------ running
 

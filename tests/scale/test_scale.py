@@ -1,5 +1,6 @@
 """Scale-out: several API servers and workers on one PostgreSQL database and one
-S3-compatible store (moto's ThreadedMotoServer), fair scheduling, adaptive limits."""
+S3-compatible store (moto's ThreadedMotoServer), fair scheduling (between batches,
+by priority within a key, between keys across workers), adaptive limits."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from fairness import ENV, KEYS, key_args, late_key_is_not_stuck
 from harness import by_custom_id, chat_line, create_batch, results, wait_batch, wait_for
 from upstream_server import Faults, UpstreamServer
 
@@ -87,6 +89,23 @@ def test_priority_runs_first(
     low_now = c.batches.retrieve(low.id)
     assert low_now.request_counts.completed < 200, low_now
     wait_batch(c, low.id, timeout=60)
+
+
+def test_a_late_key_gets_its_share_on_every_worker(
+    cluster: Any, shared_env: dict[str, str], upstream: UpstreamServer
+) -> None:
+    # Two workers, each with half of the backend's 8: key B's small batch must be cut
+    # into pieces for both, and get half of each worker's share, for B to finish
+    # while key A is under half done (on one worker only it would get a quarter).
+    env = {**shared_env, **ENV}
+    api = cluster("api", upstream=upstream.base_url, env=env, args=key_args(), api_key=KEYS[0])
+    for _ in range(2):
+        cluster("worker", upstream=upstream.base_url, env=env)
+    seen = late_key_is_not_stuck(api.client, api.make_client(api_key=KEYS[1]), upstream)
+    print(f"key A: {seen['a_done']} of {seen['total']} lines done when key B's batch finished")
+    # Each worker gives B at most half of its 4: more than 2 of B's lines at the
+    # upstream at once means B ran on both workers.
+    assert seen["b_peak"] > 2, seen
 
 
 def test_rate_limited_upstream_is_driven_at_its_limit_with_few_429s(

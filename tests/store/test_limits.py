@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from batchd.engine.fair import Claimant
 from batchd.engine.limits import BackendLimit, Limits, share_of
 
 pytestmark = pytest.mark.anyio
@@ -68,3 +69,32 @@ async def test_not_adaptive_sends_at_the_ceiling() -> None:
     lim = BackendLimit("up", 8, adaptive=False)
     held = [await lim.acquire_send() for _ in range(8)]
     assert lim.window == 8 and len(held) == 8
+
+
+async def test_slots_and_sends_are_shared_between_tenants_by_weight() -> None:
+    # What the worker hands Limits (weight_of) reaches both gates of every backend.
+    # B's waiters come first: a FIFO gate would give B three of the four that free.
+    weights = {"A": 3.0, "B": 1.0}
+    lim = Limits(adaptive=False, weight_of=weights.__getitem__).get("up", 4)
+    a, b = Claimant("A", "a1"), Claimant("B", "b1")
+    for _ in range(4):
+        await lim.acquire_slot(a)
+    slot_waiters = [asyncio.create_task(lim.acquire_slot(who)) for who in (b, b, b, a, a, a)]
+    await asyncio.sleep(0)
+    for _ in range(4):
+        lim.release_slot(a)  # four of A's answers are durable: the four slots are re-divided
+    await asyncio.sleep(0)
+    got = [w.tenant for w, t in zip((b, b, b, a, a, a), slot_waiters, strict=True) if t.done()]
+    assert sorted(got) == ["A", "A", "A", "B"]  # 3:1 of 4 slots
+    for t in slot_waiters:
+        t.cancel()
+    tickets = [(await lim.acquire_send(a), a) for _ in range(4)]
+    send_waiters = [asyncio.create_task(lim.acquire_send(who)) for who in (b, b, b, a, a, a)]
+    await asyncio.sleep(0)
+    for ticket, who in tickets:
+        lim.release_send(ticket, who=who, status=200)
+    await asyncio.sleep(0)
+    sent = [w.tenant for w, t in zip((b, b, b, a, a, a), send_waiters, strict=True) if t.done()]
+    assert sorted(sent) == ["A", "A", "A", "B"]  # 3:1 of 4 in flight
+    for t in send_waiters:
+        t.cancel()

@@ -23,6 +23,7 @@ from batchd.backends.router import Route, Router
 from batchd.blobs.base import BlobStore
 from batchd.engine import outcome
 from batchd.engine.events import Observers
+from batchd.engine.fair import Claimant
 from batchd.engine.limits import BackendLimit, Limits
 from batchd.engine.prefix import in_prefix_order, prompt_key
 from batchd.engine.writer import ResultWriter
@@ -44,6 +45,14 @@ class ShardJob:
     shard: ShardRecord
     endpoint: str
     input_file_id: str
+    tenant: str
+    """The batch's API key digest: backend capacity is shared fairly between tenants."""
+    priority: int
+    """The batch's ``metadata.priority``: orders the batches of one tenant."""
+
+    @property
+    def claimant(self) -> Claimant:
+        return Claimant(self.tenant, self.shard.batch_id, self.priority)
 
 
 class Executor:
@@ -84,7 +93,7 @@ class Executor:
         Returns True when the shard is finished, False when it stopped early
         (batch stopping) or a result could not be stored.
         """
-        shard = job.shard
+        shard, who = job.shard, job.claimant
         done = await self._store.done_lines(shard.batch_id, shard.first_line, shard.last_line)
         inflight: set[asyncio.Task[None]] = set()
         failures: list[BaseException] = []
@@ -95,7 +104,7 @@ class Executor:
             def finished(t: asyncio.Task[None]) -> None:
                 inflight.discard(t)
                 if sem is not None:
-                    sem.release_slot()
+                    sem.release_slot(who)
                 if not t.cancelled() and t.exception() is not None:
                     failures.append(t.exception())  # type: ignore[arg-type]
 
@@ -123,11 +132,9 @@ class Executor:
                 track(asyncio.create_task(self._writer.submit(row)), None)
                 continue
             sem = self._limit(route)
-            await sem.acquire_slot()
+            await sem.acquire_slot(who)
             body = orjson.dumps(parsed.body)
-            coro = self._one(
-                shard.batch_id, line.number, parsed.custom_id, job.endpoint, body, route
-            )
+            coro = self._one(who, line.number, parsed.custom_id, job.endpoint, body, route)
             track(asyncio.create_task(coro), sem)
 
         if stopped() and inflight:
@@ -165,37 +172,39 @@ class Executor:
                 continue
             yield line, parsed
 
-    async def _send(self, route: Route, endpoint: str, body: bytes) -> BackendResponse:
+    async def _send(
+        self, route: Route, endpoint: str, body: bytes, who: Claimant
+    ) -> BackendResponse:
         """One try, under the backend's capacity-seeking limit (which learns from it)."""
         limit = self._limit(route)
-        token = await limit.acquire_send()
+        token = await limit.acquire_send(who)
         try:
             resp = await route.backend.send(endpoint, body)
         except BaseException:
-            limit.release_send(token, status=None)
+            limit.release_send(token, who=who, status=None)
             raise
         limit.release_send(
-            token, status=resp.status_code, retry_after=resp.retry_after, body=resp.body
+            token, who=who, status=resp.status_code, retry_after=resp.retry_after, body=resp.body
         )
         return resp
 
     async def _one(
         self,
-        batch_id: str,
+        who: Claimant,
         line_no: int,
         custom_id: str,
         endpoint: str,
         body: bytes,
         route: Route,
     ) -> None:
-        policy = self._policy
+        policy, batch_id = self._policy, who.batch_id
         attempt = 0
         while True:
             attempt += 1
             started = time.perf_counter()
             obs, name = self._observers, route.backend.name
             try:
-                resp = await self._send(route, endpoint, body)
+                resp = await self._send(route, endpoint, body, who)
             except BackendUnavailable as exc:
                 obs.request_finished(
                     backend=name,

@@ -15,18 +15,22 @@ Two numbers bound the requests of one backend in this process:
   when it publishes them (polled every :data:`LOAD_INTERVAL` while we send), cuts
   on 429 and honours ``Retry-After``; in background mode it only takes what others
   leave free.
+
+Slots and sends both go through a :class:`~batchd.engine.fair.FairGate`: what frees
+goes to the tenant (API key) holding the least per weight, then by priority among
+its batches, so one key's early queue never holds a backend for another key's
+later batch.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from batchd.engine.capacity import Controller
+from batchd.engine.fair import ANYONE, Claimant, FairGate, WeightOf
 from batchd.engine.tries import Ticket, completion_tokens
 
 LOAD_INTERVAL = 0.2
@@ -46,63 +50,6 @@ def share_of(limit: int, me: str, participants: Iterable[str]) -> int:
     return max(1, limit // n + (1 if rank < limit % n else 0))
 
 
-class _Gate:
-    """A FIFO counting semaphore whose capacity may change while held, and which
-    can be paused (no grants until a moment passes)."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.held = 0
-        self.paused_until = 0.0
-        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
-        self._timer: asyncio.TimerHandle | None = None
-
-    async def acquire(self) -> None:
-        if not self._waiters and self.held < self.capacity and not self._paused():
-            self.held += 1
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(fut)
-        self._grant()
-        try:
-            await fut
-        except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled():
-                self.held -= 1  # granted, then cancelled: hand the slot on
-            else:
-                with contextlib.suppress(ValueError):
-                    self._waiters.remove(fut)
-            self._grant()
-            raise
-
-    def release(self) -> None:
-        self.held -= 1
-        self._grant()
-
-    def pause(self, seconds: float) -> None:
-        self.paused_until = max(self.paused_until, time.monotonic() + seconds)
-
-    def _paused(self) -> bool:
-        return time.monotonic() < self.paused_until
-
-    def _grant(self) -> None:
-        pause = self.paused_until - time.monotonic()
-        if pause > 0:
-            if self._waiters and self._timer is None:
-                loop = asyncio.get_running_loop()
-                self._timer = loop.call_later(pause, self._resume)
-            return
-        while self._waiters and self.held < self.capacity:
-            fut = self._waiters.popleft()
-            if not fut.done():
-                self.held += 1
-                fut.set_result(None)
-
-    def _resume(self) -> None:
-        self._timer = None
-        self._grant()
-
-
 LoadProbe = Callable[[], Awaitable["tuple[int, int] | None"]]
 """Reads a server's ``(running, waiting)`` gauges; None when it publishes none."""
 
@@ -120,6 +67,7 @@ class BackendLimit:
         background: bool = False,
         slowdown: float = 1.5,
         probe: LoadProbe | None = None,
+        weight_of: WeightOf | None = None,
     ) -> None:
         self.name = name
         self.configured = configured
@@ -128,8 +76,8 @@ class BackendLimit:
         self.control = Controller(
             self.ceiling, adaptive=adaptive, background=background, slowdown=slowdown
         )
-        self._slots = _Gate(self.ceiling)
-        self._sends = _Gate(max(1, int(self.control.window)))
+        self._slots = FairGate(self.ceiling, weight_of)
+        self._sends = FairGate(max(1, int(self.control.window)), weight_of)
         self._probe = probe
         self._poller: asyncio.Task[None] | None = None
         self._ramping: asyncio.TimerHandle | None = None
@@ -151,35 +99,37 @@ class BackendLimit:
     def busy(self) -> bool:
         return self._slots.held > 0
 
-    async def acquire_slot(self) -> None:
+    async def acquire_slot(self, who: Claimant = ANYONE) -> None:
         self.last_used = time.monotonic()
         if self._probe is not None and self.adaptive and self._poller is None:
             self._poller = asyncio.create_task(self._poll(self._probe), name=f"load {self.name}")
-        await self._slots.acquire()
+        await self._slots.acquire(who)
 
-    def release_slot(self) -> None:
-        self._slots.release()
+    def release_slot(self, who: Claimant = ANYONE) -> None:
+        self._slots.release(who)
 
     def set_ceiling(self, ceiling: int) -> None:
         ceiling = max(1, ceiling)
         if ceiling == self.ceiling:
             return
-        self.ceiling = self._slots.capacity = ceiling
+        self.ceiling = ceiling
         self.control.set_ceiling(ceiling)
-        self._slots._grant()
+        self._slots.resize(ceiling)
         self._resize()
 
     # ---------------------------------------------------------------- sends
 
-    async def acquire_send(self) -> Ticket:
-        """Wait for room under the limit; returns a ticket for :meth:`release_send`."""
-        await self._sends.acquire()
+    async def acquire_send(self, who: Claimant = ANYONE) -> Ticket:
+        """Wait for room under the limit; returns a ticket for :meth:`release_send`
+        (with the same ``who``)."""
+        await self._sends.acquire(who)
         return self.control.send()
 
     def release_send(
         self,
         token: Ticket,
         *,
+        who: Claimant = ANYONE,
         status: int | None,
         retry_after: float | None = None,
         body: bytes | None = None,
@@ -189,13 +139,12 @@ class BackendLimit:
         pause = self.control.paused_until - time.monotonic()
         if pause > 0:
             self._sends.pause(pause)
-        self._sends.release()
+        self._sends.release(who)
         self._resize()
 
     def _resize(self) -> None:
         window = self.control.window
-        self._sends.capacity = max(1, int(window))
-        self._sends._grant()
+        self._sends.resize(max(1, int(window)))
         if window < self.control.limit and self._ramping is None:
             # A raise spread over time: let the gate grow again in a moment.
             self._ramping = asyncio.get_running_loop().call_later(RAMP_TICK, self._ramp)
@@ -240,8 +189,11 @@ class BackendLimit:
 class Limits:
     """Every backend's :class:`BackendLimit` in this process."""
 
-    def __init__(self, *, adaptive: bool = True, idle_after: float = 5.0) -> None:
+    def __init__(
+        self, *, adaptive: bool = True, idle_after: float = 5.0, weight_of: WeightOf | None = None
+    ) -> None:
         self._adaptive = adaptive
+        self._weight_of = weight_of
         self._idle_after = idle_after
         self._by_name: dict[str, BackendLimit] = {}
         self._shares: dict[str, list[str]] = {}
@@ -269,6 +221,7 @@ class Limits:
                 background=background,
                 slowdown=slowdown,
                 probe=probe,
+                weight_of=self._weight_of,
             )
             self._by_name[name] = limit
         return limit

@@ -71,6 +71,7 @@ def build_worker(
         ),
         observers=observers,
         limits_for=keys.limits_for if keys is not None else None,
+        weight_of=keys.weight if keys is not None else None,
     )
 
 

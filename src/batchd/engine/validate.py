@@ -1,8 +1,10 @@
 """The ``validating`` phase: one streaming pass over the input file.
 
-The pass checks every line and, for a valid file, cuts it into shards of
-``shard_size`` request lines, remembering their byte ranges so workers can read
-their shard without scanning the file.
+The pass checks every line and, for a valid file, cuts it into shards of at most
+``shard_size`` request lines (small batches into a few per live worker,
+engine/shards.py),
+remembering their byte ranges so workers can read their shard without scanning the
+file.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from batchd.blobs.base import BlobStore
 from batchd.clock import now
 from batchd.engine.events import Observers
 from batchd.engine.queue_limits import LimitsFor, QueueLimits, limit_error
+from batchd.engine.shards import ShardCutter
 from batchd.jsonl import iter_lines
 from batchd.states import BatchStatus
 from batchd.store.base import Store
-from batchd.store.records import BatchRecord, ShardRecord
+from batchd.store.records import BatchRecord
 from batchd.tokens import PromptTokens
 from batchd.validation import FileValidator
 
@@ -39,7 +42,10 @@ async def validate_batch(
     model_served: Callable[[str], bool] | None = None,
     limits_for: LimitsFor | None = None,
     tokenizer_for: Callable[[str], Callable[[str], list[int]] | None] | None = None,
+    workers: int = 1,
 ) -> None:
+    """``workers``: how many workers are live, so a small batch is cut into pieces
+    for each of them (engine/shards.py)."""
     validator = FileValidator(
         endpoint=batch.endpoint,
         max_tasks=max_tasks,
@@ -47,9 +53,9 @@ async def validate_batch(
         model_served=model_served,
         count_tokens=PromptTokens(tokenizer_for),
     )
-    shards: list[ShardRecord] = []
+    cutter = ShardCutter(batch.id, shard_size, workers=workers)
     try:
-        await _scan(batch, blobs, validator, shards, max_line_bytes, shard_size)
+        await _scan(batch, blobs, validator, cutter, max_line_bytes)
     except FileNotFoundError:
         message = f"The input file {batch.input_file_id} no longer exists."
         errors = [{"code": "missing_input_file", "message": message, "param": None, "line": None}]
@@ -80,6 +86,7 @@ async def validate_batch(
         )  # fmt: skip
         await _announce(store, batch.id, observers)
         return
+    shards = cutter.finish()
     await store.start_batch(
         batch.id, owner, total=report.total, model=report.model, shards=shards, now=now()
     )
@@ -90,26 +97,16 @@ async def _scan(
     batch: BatchRecord,
     blobs: BlobStore,
     validator: FileValidator,
-    shards: list[ShardRecord],
+    cutter: ShardCutter,
     max_line_bytes: int,
-    shard_size: int,
 ) -> None:
-    cur: dict[str, int] | None = None
     async for line in iter_lines(blobs.read(batch.input_file_id), max_line_bytes=max_line_bytes):
         if line.blank:
             continue
         validator.feed(line)
         if validator.report.error_count:
             continue  # no shards are needed for a file that will fail
-        if cur is None:
-            cur = {"start": line.start, "first": line.number, "n": 0}
-        cur["n"] += 1
-        cur["end"], cur["last"] = line.end, line.number
-        if cur["n"] == shard_size:
-            shards.append(_shard(batch.id, len(shards), cur))
-            cur = None
-    if cur is not None:
-        shards.append(_shard(batch.id, len(shards), cur))
+        cutter.feed(line)
 
 
 async def _announce(store: Store, batch_id: str, observers: Observers | None) -> None:
@@ -118,15 +115,3 @@ async def _announce(store: Store, batch_id: str, observers: Observers | None) ->
     final = await store.get_batch(batch_id, tenant=None)
     if final is not None and final.status == BatchStatus.FAILED:
         observers.batch_finished(final)
-
-
-def _shard(batch_id: str, number: int, cur: dict[str, int]) -> ShardRecord:
-    return ShardRecord(
-        batch_id=batch_id,
-        shard_no=number,
-        start_offset=cur["start"],
-        end_offset=cur["end"],
-        first_line=cur["first"],
-        last_line=cur["last"],
-        n_tasks=cur["n"],
-    )

@@ -2,8 +2,13 @@
 
 One loop per process. Each tick it frees the leases of dead local processes,
 flags expired batches, then claims what it has room for: batches to validate,
-shards to run (fairly: highest priority first, then from the batch with the fewest
-shards running anywhere), batches to finalize. A heartbeat renews every lease it
+shards to run, batches to finalize. Shards are claimed fairly between tenants (API
+keys): from the key with the fewest shards running anywhere per its weight, then
+by priority among that key's batches, then from its batch with the fewest shards
+running, and a key spreads over the workers rather than piling onto one
+(store/fair_order.py); inside the worker each backend's capacity is shared the same
+way per request (engine/fair.py). Where several workers are live, small batches
+are cut into pieces for each (engine/shards.py). A heartbeat renews every lease it
 holds; leases of a worker on another host that died lapse and are taken over.
 
 Workers in other processes (other hosts) are woken by PostgreSQL NOTIFY when one
@@ -28,6 +33,7 @@ from batchd.blobs.base import BlobStore
 from batchd.clock import now
 from batchd.engine.events import Observers
 from batchd.engine.executor import Executor, ShardJob
+from batchd.engine.fair import WeightOf
 from batchd.engine.finalize import finalize_batch
 from batchd.engine.limits import Limits
 from batchd.engine.owner import is_dead_local_owner, new_owner_id
@@ -38,7 +44,7 @@ from batchd.engine.writer import ResultWriter
 from batchd.retry import RetryPolicy
 from batchd.states import StopReason
 from batchd.store.base import Store
-from batchd.store.records import ShardRecord
+from batchd.store.records import BatchRecord, ShardRecord
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +63,9 @@ class WorkerOptions:
     cancel_grace: float = 30.0
     file_purge_interval: float = 60.0
     extra_shards: int = 2
-    """Shards a worker at ``max_shards`` may still start for batches with none running,
-    so a newly arrived batch starts at once instead of after a shard of a huge one."""
+    """Shards a worker at ``max_shards`` may still start for batches with none running
+    or tenants with none here, so a newly arrived batch (or a key whose work runs on
+    other workers) starts at once instead of after a shard of a huge one."""
     registry_interval: float = 1.0
     """Seconds between worker-registry refreshes (the shared concurrency split)."""
     adaptive_concurrency: bool = True
@@ -79,9 +86,15 @@ class Worker:
         options: WorkerOptions,
         observers: Observers | None = None,
         limits_for: LimitsFor | None = None,
+        weight_of: WeightOf | None = None,
     ) -> None:
+        """``limits_for(tenant)``: a tenant's queue limits (default: ``options.queue_limits``
+        for all); ``weight_of(tenant)``: its share of capacity relative to others (default
+        1.0 each). Both are read often (each validation; whenever capacity is handed
+        out), so they must be cheap: the key directory answers them from memory."""
         self.owner = new_owner_id()
         self._limits_for = limits_for or fixed_limits(options.queue_limits)
+        self._weight_of = weight_of
         self.observers = observers or Observers()
         self._store = store
         self._blobs = blobs
@@ -96,18 +109,19 @@ class Worker:
             writer=self._writer,
             cancel_grace=options.cancel_grace,
             observers=self.observers,
-            limits=Limits(adaptive=options.adaptive_concurrency),
+            limits=Limits(adaptive=options.adaptive_concurrency, weight_of=weight_of),
         )
         self.limits = self.executor.limits
         self._listener = store.listener(self.wake)
         self._registered: list[str] | None = None
+        self._workers = 1  # live workers at the last registry refresh, this one included
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._shards: dict[tuple[str, int], asyncio.Task[None]] = {}
         self._phases: set[str] = set()  # batch ids validating/finalizing here
         self._stops: dict[str, StopReason | None] = {}
         self._main: asyncio.Task[None] | None = None
-        self._batch_info: dict[str, tuple[str, str]] = {}
+        self._batch_info: dict[str, BatchRecord] = {}
         self._draining = False
 
     # ------------------------------------------------------------ lifecycle
@@ -205,6 +219,7 @@ class Worker:
         live = await self._store.live_workers(t - self._opts.lease_seconds)
         # Workers on this host whose process is gone do not count (their share is free).
         live = {o: b for o, b in live.items() if not is_dead_local_owner(o, me=self.owner)}
+        self._workers = len(live.keys() | {self.owner})
         self.limits.apply(self.owner, live)
 
     async def _refresh_stops(self) -> None:
@@ -236,6 +251,7 @@ class Worker:
                     model_served=functools.partial(self._router.serves, endpoint=batch.endpoint),
                     limits_for=self._limits_for,
                     tokenizer_for=self._router.tokenizer_for,
+                    workers=self._workers,
                 ),
                 f"validate {batch.id}",
             )
@@ -244,14 +260,17 @@ class Worker:
             # shards (their tasks wake this loop) the next tick claims fairly, by
             # priority, among all of them rather than only among those already running.
             return
+        weights = self._weight_of
         while len(self._shards) < opts.max_shards:
-            shard = await store.claim_shard(self.owner, time.time(), self._until())
+            shard = await store.claim_shard(
+                self.owner, time.time(), self._until(), weight_of=weights
+            )
             if shard is None:
                 break
             self._start_shard(shard)
         while opts.max_shards <= len(self._shards) < opts.max_shards + opts.extra_shards:
             shard = await store.claim_shard(
-                self.owner, time.time(), self._until(), idle_batches_only=True
+                self.owner, time.time(), self._until(), newcomers_only=True, weight_of=weights
             )
             if shard is None:
                 break
@@ -275,12 +294,18 @@ class Worker:
 
         async def run() -> None:
             try:
-                info = self._batch_info.get(shard.batch_id)
-                if info is None:
+                batch = self._batch_info.get(shard.batch_id)
+                if batch is None:
                     batch = await self._store.get_batch(shard.batch_id, tenant=None)
                     assert batch is not None
-                    info = self._batch_info[shard.batch_id] = (batch.endpoint, batch.input_file_id)
-                job = ShardJob(shard=shard, endpoint=info[0], input_file_id=info[1])
+                    self._batch_info[shard.batch_id] = batch
+                job = ShardJob(
+                    shard=shard,
+                    endpoint=batch.endpoint,
+                    input_file_id=batch.input_file_id,
+                    tenant=batch.tenant,
+                    priority=batch.priority,
+                )
                 finished = await self.executor.run(
                     job,
                     lambda: self._draining or self._stops.get(shard.batch_id) is not None,
@@ -291,6 +316,8 @@ class Worker:
                     await self._store.release_shard(shard, self.owner)
             finally:
                 self._shards.pop(key, None)
+                if not any(k[0] == shard.batch_id for k in self._shards):
+                    self._batch_info.pop(shard.batch_id, None)  # fetched again if needed
                 self._wake.set()
 
         self._shards[key] = self._spawn(run(), f"shard {shard.batch_id}/{shard.shard_no}")

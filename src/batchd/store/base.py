@@ -137,8 +137,23 @@ class ClaimStore(Protocol):
         ...
 
     async def claim_shard(
-        self, owner: str, now: float, until: float, *, idle_batches_only: bool = False
-    ) -> ShardRecord | None: ...
+        self,
+        owner: str,
+        now: float,
+        until: float,
+        *,
+        newcomers_only: bool = False,
+        weight_of: Callable[[str], float] | None = None,
+    ) -> ShardRecord | None:
+        """The next shard to run, in the fair order of store/fair_order.py: a tenant
+        ``owner`` already runs while another working worker runs none of it last; then
+        by the tenant's shards running anywhere per ``weight_of(tenant)`` (default
+        1.0), priority within the tenant, the batch's running shards, age.
+
+        ``newcomers_only``: only from a batch with no shard running anywhere, or from a
+        tenant with no shard running on ``owner``.
+        """
+        ...
 
     async def release_shard(self, shard: ShardRecord, owner: str) -> bool:
         """Give the shard back unfinished; False if ``owner`` no longer held it."""

@@ -7,17 +7,22 @@ taken over by anyone. The candidate row is picked through the dialect's
 work each get a different row instead of queueing on one. Moving a claimed row on
 (releasing, completing) checks the owner: a worker whose lease was taken over
 cannot undo the new holder's work.
+
+Which shard runs next is chosen fairly between tenants (store/fair_order.py): the
+candidates are few (batches in their run phase), so the choice is made in Python
+over two small reads, and only the chosen shard's row is locked.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy import and_, exists, or_, select, update
 
 from batchd.states import BatchPhase, BatchStatus
 from batchd.store import schema
+from batchd.store.fair_order import Running, claim_order
 from batchd.store.records import BatchRecord, ShardRecord
 from batchd.store.rows import _batch, _shard
 from batchd.store.sql.core import SqlCore
@@ -100,51 +105,68 @@ class ClaimQueries(SqlCore):
         return _batch(row)
 
     async def claim_shard(
-        self, owner: str, now: float, until: float, *, idle_batches_only: bool = False
+        self,
+        owner: str,
+        now: float,
+        until: float,
+        *,
+        newcomers_only: bool = False,
+        weight_of: Callable[[str], float] | None = None,
     ) -> ShardRecord | None:
-        """The next shard to run: from the highest priority, then from the batch with
-        the fewest shards running (anywhere), then the oldest batch.
+        """The next shard to run, fairly between tenants (see :func:`claim_order`).
 
-        ``idle_batches_only``: only from a batch with no shard running at all, so a
-        worker at capacity can still start a newly arrived batch.
+        ``newcomers_only``: only from a batch with no shard running anywhere or a
+        tenant with no shard running on ``owner``, so a worker at capacity can still
+        start a newly arrived batch, and give a key with work elsewhere a share here.
         """
         s, b = schema.shards, schema.batches
-        s2 = s.alias("s2")
-        running = (
-            select(func.count())
-            .where(s2.c.batch_id == s.c.batch_id, s2.c.done.is_(False), s2.c.lease_until >= now)
-            .scalar_subquery()
-        )
         free = or_(s.c.lease_until.is_(None), s.c.lease_until < now)
-        candidate = (
-            select(s.c.batch_id, s.c.shard_no)
-            .join(b, b.c.id == s.c.batch_id)
-            .where(
-                s.c.done.is_(False), free, b.c.phase == BatchPhase.RUN, b.c.stop_reason.is_(None)
-            )
-            .order_by(b.c.priority.desc(), running, b.c.seq, s.c.shard_no)
-            .limit(1)
-        )
-        if idle_batches_only:
-            candidate = candidate.where(running == 0)
-        candidate = self.dialect.skip_locked(candidate, s)
         async with self._write() as conn:
-            key = (await conn.execute(candidate)).first()
-            if key is None:
-                return None
-            res = await conn.execute(
-                update(s)
-                .where(s.c.batch_id == key.batch_id, s.c.shard_no == key.shard_no, free)
-                .values(lease_owner=owner, lease_until=until)
+            # Both reads are small: shards running right now (bounded by workers x
+            # shards each) and the batches in their run phase with a shard to give.
+            held = await conn.execute(
+                select(s.c.batch_id, b.c.tenant, s.c.lease_owner)
+                .join(b, b.c.id == s.c.batch_id)
+                .where(s.c.done.is_(False), s.c.lease_until >= now)
             )
-            if not res.rowcount:
-                return None
-            row = (
-                await conn.execute(
-                    select(s).where(s.c.batch_id == key.batch_id, s.c.shard_no == key.shard_no)
+            running = Running.of(held.all(), owner)
+            waiting = await conn.execute(
+                select(b.c.id, b.c.tenant, b.c.priority, b.c.seq).where(
+                    b.c.phase == BatchPhase.RUN,
+                    b.c.stop_reason.is_(None),
+                    exists().where(s.c.batch_id == b.c.id, s.c.done.is_(False), free),
                 )
-            ).one()
-        return _shard(row)
+            )
+            for batch_id, tenant in claim_order(waiting.all(), running, weight_of):
+                if newcomers_only and running.batches[batch_id] and tenant in running.mine:
+                    continue
+                shard_no = (
+                    await conn.execute(
+                        self.dialect.skip_locked(
+                            select(s.c.shard_no)
+                            .where(s.c.batch_id == batch_id, s.c.done.is_(False), free)
+                            .order_by(s.c.shard_no)
+                            .limit(1),
+                            s,
+                        )
+                    )
+                ).scalar()
+                if shard_no is None:
+                    continue  # another worker is taking this batch's last free shards
+                res = await conn.execute(
+                    update(s)
+                    .where(s.c.batch_id == batch_id, s.c.shard_no == shard_no, free)
+                    .values(lease_owner=owner, lease_until=until)
+                )
+                if not res.rowcount:
+                    continue
+                row = (
+                    await conn.execute(
+                        select(s).where(s.c.batch_id == batch_id, s.c.shard_no == shard_no)
+                    )
+                ).one()
+                return _shard(row)
+        return None
 
     async def release_shard(self, shard: ShardRecord, owner: str) -> bool:
         """Give the shard back unfinished; False if ``owner`` no longer held it."""
