@@ -1,0 +1,42 @@
+"""Weights, end to end: ``batchd keys create --weight`` gives a key that share of a
+backend against other keys with work there. Counting, not timing: the test upstream
+answers every request after the same delay, so the lines each key has done say how
+the backend was divided."""
+
+from __future__ import annotations
+
+import openai
+
+from harness import StartBatchd, chat_line, create_batch, wait_batch, wait_for
+from tenants.keys_cli import create_key
+from upstream_server import Faults, UpstreamServer
+
+
+def accepted(client: openai.OpenAI) -> bool:
+    try:
+        client.files.list()
+    except openai.AuthenticationError:
+        return False
+    return True
+
+
+def test_a_key_with_weight_3_gets_three_times_the_share(
+    start_batchd: StartBatchd, upstream: UpstreamServer
+) -> None:
+    proc = start_batchd(upstream=upstream.base_url, env={"BATCHD_UPSTREAM_CONCURRENCY": "8"})
+    heavy = proc.make_client(api_key=create_key("heavy", "--weight", "3", data_dir=proc.data_dir))
+    light = proc.make_client(api_key=create_key("light", data_dir=proc.data_dir))
+    wait_for(lambda: accepted(heavy) and accepted(light), timeout=5, what="keys accepted")
+    upstream.reset(Faults(delay=0.25))
+    # The light key starts first: any head start is on its side.
+    slow = create_batch(light, [chat_line(f"l{i}", model="model-l") for i in range(160)])
+    wait_batch(light, slow.id, statuses=("in_progress",), timeout=60)
+    wait_for(lambda: upstream.stats.total >= 8, timeout=60, what="light key's lines sent")
+    fast = create_batch(heavy, [chat_line(f"h{i}", model="model-h") for i in range(120)])
+    done = wait_batch(heavy, fast.id, timeout=120)
+    assert done.status == "completed"
+    light_done = light.batches.retrieve(slow.id).request_counts.completed
+    # Equal shares would leave the light key at least 120 lines done (its head start plus
+    # as many as the heavy key's 120); three to one leaves it about 40 plus its start.
+    assert light_done < 100, f"light key had {light_done} lines done when heavy finished"
+    assert wait_batch(light, slow.id, timeout=120).status == "completed"
