@@ -9,6 +9,7 @@ from typing import Any
 
 import openai
 
+from fairness import ENV, late_key_is_not_stuck
 from harness import BatchdProcess, chat_line, create_batch, wait_batch, wait_for
 from tenants.keys_cli import create_key, keys_cli, list_keys
 from upstream_server import Faults, UpstreamServer
@@ -58,3 +59,17 @@ def test_keys_on_postgres_reach_every_api_and_worker(
     assert rows["small"]["status"] == "revoked"
     assert rows["small"]["batches"] == 2 and rows["small"]["requests"] == 6
     assert rows["big"]["requests"] == 6
+
+
+def test_keys_made_with_the_cli_share_fairly_on_two_workers(
+    cluster: Any, shared_env: dict[str, str], upstream: UpstreamServer
+) -> None:
+    env = {**shared_env, **ENV}
+    db = {"BATCHD_DATABASE_URL": shared_env["BATCHD_DATABASE_URL"]}
+    early, late = create_key("early", env=db), create_key("late", env=db)
+    api = cluster("api", upstream=upstream.base_url, env=env, api_key=early)
+    for _ in range(2):
+        cluster("worker", upstream=upstream.base_url, env=env)
+    seen = late_key_is_not_stuck(api.client, api.make_client(api_key=late), upstream)
+    print(f"key A: {seen['a_done']} of {seen['total']} lines done when key B's batch finished")
+    assert seen["b_peak"] > 2, seen  # the late key ran on both workers

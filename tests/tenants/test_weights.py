@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import openai
 
+from fairness import ENV, late_key_is_not_stuck
 from harness import StartBatchd, chat_line, create_batch, wait_batch, wait_for
 from tenants.keys_cli import create_key
 from upstream_server import Faults, UpstreamServer
@@ -40,3 +41,15 @@ def test_a_key_with_weight_3_gets_three_times_the_share(
     # as many as the heavy key's 120); three to one leaves it about 40 plus its start.
     assert light_done < 100, f"light key had {light_done} lines done when heavy finished"
     assert wait_batch(light, slow.id, timeout=120).status == "completed"
+
+
+def test_keys_made_with_the_cli_share_fairly(
+    start_batchd: StartBatchd, upstream: UpstreamServer
+) -> None:
+    # The fair-share scenario (tests/fairness.py) with database keys instead of static ones.
+    proc = start_batchd(upstream=upstream.base_url, env=ENV)
+    a = proc.make_client(api_key=create_key("early", data_dir=proc.data_dir))
+    b = proc.make_client(api_key=create_key("late", data_dir=proc.data_dir))
+    wait_for(lambda: accepted(a) and accepted(b), timeout=5, what="keys accepted")
+    seen = late_key_is_not_stuck(a, b, upstream)
+    print(f"key A: {seen['a_done']} of {seen['total']} lines done when key B's batch finished")
