@@ -225,11 +225,12 @@ class Settings(BaseSettings):
         "backend's concurrency limit. More use more cores for requests, leaving less for the API.",
     )
     engine_nice: int = Field(
-        default=5,
+        default=10,
         ge=0,
         le=19,
         description="With engine_process: how much the engine child yields the CPU (Unix nice "
-        "increment) when it competes with the API for a core; 0: not at all.",
+        "increment) when it competes with the API for a core; 0: not at all. 10 measured "
+        "best for API latency under load (bench/bench_load.py) at no cost to batch speed.",
     )
     engine_restart_delay: float = Field(
         default=1.0,

@@ -66,10 +66,10 @@ def test_a_batch_runs_in_the_child_and_its_events_reach_the_metrics(
     wait_for(lambda: metric(server, "batchd_lines_processed_total") == 50, timeout=5)
     assert metric(server, "batchd_batches_finished_total") == 1
     assert child.is_running()
-    # The engine yields the CPU to the API where they compete (engine_nice, 5).
+    # The engine yields the CPU to the API where they compete (engine_nice, 10).
     assert server.proc is not None
     parent = psutil.Process(server.proc.pid)
-    assert child.nice() == min(19, parent.nice() + 5)
+    assert child.nice() == min(19, parent.nice() + 10)
 
 
 def test_sigkill_of_the_server_kills_the_engine(
