@@ -33,7 +33,8 @@ our share of the excess at once; below half the lead the limit grows by 1/16.
 **Background mode** keeps the server's per-token latency within ``slowdown`` of
 what it is with us idle (measured on our own tries with at most
 :data:`IDLE_IN_FLIGHT` in flight, re-measured by draining to one try every
-:data:`IDLE_REFRESH` seconds), grows gently below 85% of that bound, backs off
+:data:`IDLE_REFRESH` seconds), grows below :data:`BACKGROUND_AIM` of that bound
+(half the way to where the latency line reaches it, per round), backs off
 multiplicatively above it, and keeps a publishing server's queue empty.
 
 **429** (every mode) cuts the limit to :data:`RATE_CUT` of the tries in flight, once
@@ -71,6 +72,9 @@ RATE_CUT = 0.85
 HOLD_SECONDS = 0.5
 """After a 429 cut, no growth for this long (several workers would each overshoot)."""
 IDLE_IN_FLIGHT = 2
+BACKGROUND_AIM = 0.85
+"""Background mode grows while its tries' per-token latency is below this share of the
+bound (``slowdown`` x idle), and holds between it and the bound."""
 IDLE_REFRESH = 30.0
 LOAD_POLLS = 4
 """Server gauges: the queue is the least of this many readings (a standing queue)."""
@@ -465,6 +469,18 @@ class Controller:
 
     # ------------------------------------------------------------ background
 
+    def _background_step(self, ratio: float) -> float:
+        """How much to raise the limit when our tries' per-token latency is ``ratio`` times
+        the idle one, below the aim: half the way to where a line through (idle, 1) and
+        (limit, ratio) reaches the aim (a step costs a + b x running), at most doubling,
+        at least one more try. A steady +1 took most of a short batch to get there."""
+        aim = BACKGROUND_AIM * self.slowdown
+        extra = self.limit - IDLE_IN_FLIGHT
+        if ratio <= 1.0 or extra <= 0:
+            return self.limit  # no cost seen yet: double
+        target = IDLE_IN_FLIGHT + (aim - 1.0) * extra / (ratio - 1.0)
+        return min(self.limit, max(1.0, (target - self.limit) / 2))
+
     def _idle_sample(self, unit: float, now: float) -> None:
         """A try sent and answered while we had (nearly) nothing else in flight."""
         stale = now - self._idle_at > IDLE_REFRESH
@@ -493,7 +509,7 @@ class Controller:
         waiting = self.server_waiting if self.load_known else 0
         if level.unit > bound or (waiting or 0) > 0:
             self._set(self.limit * 0.8)
-        elif level.unit < 0.85 * bound and not app_limited and now >= self._hold_until:
-            self._set(self.limit + max(1.0, self.limit * 0.1))
+        elif level.unit < BACKGROUND_AIM * bound and not app_limited and now >= self._hold_until:
+            self._set(self.limit + self._background_step(level.unit / idle))
         else:
             self._new_round()
