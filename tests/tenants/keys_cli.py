@@ -1,5 +1,5 @@
 """Running ``batchd keys`` the way an operator does: a subprocess on the server's
-data dir or database, reading its output."""
+data dir or database, reading its output; and asking a server whether it takes a key."""
 
 from __future__ import annotations
 
@@ -10,6 +10,10 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import openai
+
+from harness import BatchdProcess
 
 
 def keys_cli(
@@ -41,3 +45,16 @@ def list_keys(**kwargs: Any) -> dict[str, dict[str, Any]]:
     out = keys_cli("list", "--json", **kwargs).stdout
     rows = [json.loads(line) for line in out.splitlines() if line.strip()]
     return {row["name"]: row for row in rows}
+
+
+def accepted(client: openai.OpenAI) -> bool:
+    """Whether the server takes the client's key now (401: not, or not yet)."""
+    try:
+        client.files.list()
+    except openai.AuthenticationError:
+        return False
+    return True
+
+
+def accepts(proc: BatchdProcess, key: str) -> bool:
+    return accepted(proc.make_client(api_key=key))

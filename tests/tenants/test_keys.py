@@ -11,18 +11,10 @@ import openai
 import pytest
 
 from harness import BatchdProcess, StartBatchd, chat_line, create_batch, wait_batch, wait_for
-from tenants.keys_cli import create_key, keys_cli, list_keys
+from tenants.keys_cli import accepts, create_key, keys_cli, list_keys
 from upstream_server import Faults, UpstreamServer
 
 SEEN_WITHIN = 5.0  # the bound for a new or revoked key to take effect
-
-
-def accepted(proc: BatchdProcess, key: str) -> bool:
-    try:
-        proc.make_client(api_key=key).files.list()
-    except openai.AuthenticationError:
-        return False
-    return True
 
 
 def refused(proc: BatchdProcess, key: str | None) -> bool:
@@ -42,10 +34,10 @@ def test_keys_created_while_the_server_runs_are_tenants_and_revocation_is_seen(
     t0 = time.monotonic()
     # Once a key exists, every request needs one.
     wait_for(lambda: refused(proc, None), timeout=SEEN_WITHIN, what="the open server closed")
-    wait_for(lambda: accepted(proc, a), timeout=SEEN_WITHIN, what="team-a accepted")
+    wait_for(lambda: accepts(proc, a), timeout=SEEN_WITHIN, what="team-a accepted")
     assert time.monotonic() - t0 < SEEN_WITHIN
     b = create_key("team-b", data_dir=proc.data_dir)
-    wait_for(lambda: accepted(proc, b), timeout=SEEN_WITHIN, what="team-b accepted")
+    wait_for(lambda: accepts(proc, b), timeout=SEEN_WITHIN, what="team-b accepted")
     assert refused(proc, "sk-batchd-not-a-key")
 
     ca, cb = proc.make_client(api_key=a), proc.make_client(api_key=b)
@@ -67,7 +59,7 @@ def test_keys_created_while_the_server_runs_are_tenants_and_revocation_is_seen(
     with pytest.raises(openai.AuthenticationError) as err:
         ca.batches.list()
     assert "revoked" in str(err.value)
-    assert accepted(proc, b)  # the other key is untouched
+    assert accepts(proc, b)  # the other key is untouched
 
 
 def test_static_keys_keep_working_beside_database_keys(
@@ -76,8 +68,8 @@ def test_static_keys_keep_working_beside_database_keys(
     proc = start_batchd(upstream=upstream.base_url, env={"BATCHD_API_KEYS": "test-key"})
     assert refused(proc, None)
     k = create_key("ci", data_dir=proc.data_dir)
-    wait_for(lambda: accepted(proc, k), timeout=SEEN_WITHIN, what="ci key accepted")
-    assert accepted(proc, "test-key")
+    wait_for(lambda: accepts(proc, k), timeout=SEEN_WITHIN, what="ci key accepted")
+    assert accepts(proc, "test-key")
     # Each is its own tenant.
     static, db = proc.make_client(api_key="test-key"), proc.make_client(api_key=k)
     f = static.files.create(file=("a.jsonl", b'{"x": 1}\n'), purpose="user_data")
@@ -101,7 +93,7 @@ def test_limits_per_key_override_the_server_wide_ones(
     )
     small = create_key("small", flag, data_dir=proc.data_dir)
     big = create_key("big", data_dir=proc.data_dir)
-    wait_for(lambda: accepted(proc, small) and accepted(proc, big), timeout=SEEN_WITHIN,
+    wait_for(lambda: accepts(proc, small) and accepts(proc, big), timeout=SEEN_WITHIN,
              what="keys accepted")  # fmt: skip
     lines = [chat_line(i, text="x" * 400) for i in range(10)]  # 100 tokens each (chars/4)
     cs, cb = proc.make_client(api_key=small), proc.make_client(api_key=big)
@@ -136,7 +128,7 @@ def test_usage_per_key_in_the_cli_metrics_and_dashboard(
     proc = start_batchd(upstream=upstream.base_url)
     a = create_key("team-a", "--weight", "3", data_dir=proc.data_dir)
     b = create_key("team-b", data_dir=proc.data_dir)
-    wait_for(lambda: accepted(proc, a) and accepted(proc, b), timeout=SEEN_WITHIN,
+    wait_for(lambda: accepts(proc, a) and accepts(proc, b), timeout=SEEN_WITHIN,
              what="keys accepted")  # fmt: skip
     ca, cb = proc.make_client(api_key=a), proc.make_client(api_key=b)
     da = [wait_batch(ca, create_batch(ca, [chat_line(i) for i in range(n)]).id) for n in (7, 5)]

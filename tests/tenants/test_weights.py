@@ -5,20 +5,10 @@ the backend was divided."""
 
 from __future__ import annotations
 
-import openai
-
 from fairness import ENV, late_key_is_not_stuck
 from harness import StartBatchd, chat_line, create_batch, wait_batch, wait_for
-from tenants.keys_cli import create_key
+from tenants.keys_cli import accepted, create_key
 from upstream_server import Faults, UpstreamServer
-
-
-def accepted(client: openai.OpenAI) -> bool:
-    try:
-        client.files.list()
-    except openai.AuthenticationError:
-        return False
-    return True
 
 
 def test_a_key_with_weight_3_gets_three_times_the_share(
