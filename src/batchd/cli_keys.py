@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Optional, TypeVar
 
 import typer
+from sqlalchemy.exc import SQLAlchemyError
 
 from batchd.apikeys.admin import KeyAdminError, KeyUsage, create_key, list_keys, revoke_key
 from batchd.cli_options import with_options
@@ -48,11 +49,16 @@ def _with_store(shared: dict[str, Any], work: Callable[[Store, Settings], Awaita
     settings = load_settings(shared.pop("config"), **shared)
 
     async def run() -> T:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        store = open_store(settings)
-        await store.open()
         try:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            store = open_store(settings)  # ValueError: a URL it cannot use
+        except (OSError, ValueError) as exc:
+            raise _NoDatabase(exc) from exc
+        try:
+            await store.open()
             return await work(store, settings)
+        except (OSError, SQLAlchemyError) as exc:
+            raise _NoDatabase(exc) from exc
         finally:
             await store.close()
 
@@ -61,6 +67,26 @@ def _with_store(shared: dict[str, Any], work: Callable[[Store, Settings], Awaita
     except KeyAdminError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+    except _NoDatabase as exc:
+        # The database cannot be reached or opened: say which one and why, no traceback.
+        where = settings.database_url or settings.resolved_database_url()
+        cause = exc.__cause__
+        reason = str(getattr(cause, "orig", None) or cause).strip().splitlines()[0]
+        typer.echo(f"error: cannot use the database {_redacted(where)}: {reason}", err=True)
+        raise typer.Exit(1) from None
+
+
+class _NoDatabase(Exception):
+    """The database could not be opened or used (its cause says why)."""
+
+
+def _redacted(url: str) -> str:
+    """The URL without its password (it may be in a DSN given on the command line)."""
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in creds:
+        return url
+    return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
 
 
 @app.command("create")
