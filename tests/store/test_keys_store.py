@@ -59,3 +59,6 @@ async def test_usage_sums_each_tenants_batches(store: Store) -> None:
     assert usage == {
         "t": TenantUsage(batches=1, requests=3, completed=2, failed=1, input_tokens=12)
     }
+    # One tenant's usage alone (the dashboard's question).
+    assert await store.usage_by_tenant("t") == usage
+    assert await store.usage_by_tenant("someone-else") == {}

@@ -118,6 +118,10 @@ class KeyDirectory:
     def key_for(self, tenant: str) -> ApiKeyRecord | None:
         return self._by_tenant.get(tenant)
 
+    async def usage_of(self, tenant: str) -> TenantUsage:
+        """One tenant's usage, read from the store now."""
+        return (await self._store.usage_by_tenant(tenant)).get(tenant, TenantUsage())
+
     async def usage(self) -> dict[str, TenantUsage]:
         """Usage per key name (:meth:`name_for`), read from the store now."""
         by_name: dict[str, TenantUsage] = {}

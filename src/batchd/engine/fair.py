@@ -32,17 +32,13 @@ import asyncio
 import collections
 import itertools
 import time
-from collections.abc import Callable
 from typing import NamedTuple
 
-WeightOf = Callable[[str], float]
-"""A tenant's weight (> 0; 1.0 is the default share). Called at grant time, so it must
-be cheap (a dictionary read, not a query) and must not raise."""
+from batchd.store.fair_order import MIN_WEIGHT as MIN_WEIGHT
+from batchd.store.fair_order import WeightOf as WeightOf
 
 IDLE_KEPT = 16
 """Idle batches whose bookkeeping a gate keeps before sweeping them all away."""
-MIN_WEIGHT = 1e-9
-"""Weights at or below zero count as this: such a tenant gets only what others leave."""
 
 
 class Claimant(NamedTuple):

@@ -63,6 +63,7 @@ def create_app(settings: Settings) -> FastAPI:
             metrics.bind_store(store.batch_gauges)
             metrics.bind_limits(limits)
             metrics.bind_usage(runtime.keys.usage)
+        app.state.keys = runtime.keys
         app.state.keyring = KeyRing(settings.api_keys, runtime.keys)
         app.state.batchd = AppState(
             settings=settings,

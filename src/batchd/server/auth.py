@@ -10,17 +10,14 @@ database keys are found by the digest of what was presented (only digests are st
 
 from __future__ import annotations
 
-import dataclasses
 import hmac
-from typing import Any
 
 from starlette.requests import Request
 
 from batchd.apikeys.directory import KeyDirectory
-from batchd.apikeys.secrets import digest_of, label_of
+from batchd.apikeys.secrets import digest_of
 from batchd.apikeys.secrets import tenant_of as tenant_of
 from batchd.errors import AuthenticationFailed
-from batchd.store.key_records import TenantUsage
 
 OPEN_TENANT = "public"
 
@@ -63,22 +60,6 @@ class KeyRing:
                 self._directory.note_use(digest)
                 return found.tenant
         raise AuthenticationFailed("Incorrect API key provided.", code="invalid_api_key")
-
-    async def usage_of(self, tenant: str) -> dict[str, Any]:
-        """What the dashboard shows of one tenant's key and its usage."""
-        directory = self._directory
-        key = directory.key_for(tenant) if directory is not None else None
-        name = directory.name_for(tenant) if directory is not None else label_of(tenant)
-        used = (await directory.usage()).get(name) if directory is not None else None
-        limits = directory.limits_for(tenant) if directory is not None else None
-        return {
-            "key": name,
-            "weight": key.weight if key is not None else 1.0,
-            "max_enqueued_tokens": limits.max_tokens if limits else None,
-            "max_enqueued_requests": limits.max_requests if limits else None,
-            "last_used_at": key.last_used_at if key is not None else None,
-            **dataclasses.asdict(used or TenantUsage()),
-        }
 
 
 async def request_tenant(request: Request) -> str:

@@ -309,8 +309,9 @@ class KeyStore(Protocol):
         """Record when keys (by digest) were last used; never moves a time back."""
         ...
 
-    async def usage_by_tenant(self) -> dict[str, TenantUsage]:
-        """Batches, requests and tokens per tenant, over all its batches."""
+    async def usage_by_tenant(self, tenant: str | None = None) -> dict[str, TenantUsage]:
+        """Batches, requests and tokens per tenant, over all its batches (only
+        ``tenant``'s when given; a tenant with no batch is absent)."""
         ...
 
 

@@ -29,6 +29,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 WeightOf = Callable[[str], float]
+"""A tenant's weight (> 0; 1.0 is the default share). Called while claiming and at
+every grant of a fair gate (engine/fair.py), so it must be cheap (a dictionary read,
+not a query) and must not raise."""
 
 MIN_WEIGHT = 1e-9
 """Weights at or below zero count as this: such a tenant gets only what others leave."""

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import RedirectResponse
 
+from batchd.apikeys.directory import KeyDirectory
 from batchd.errors import NotFound
 from batchd.server.auth import KeyRing, request_tenant
 from batchd.server.state import AppState, app_state
@@ -138,8 +139,16 @@ async def ui_backends(tenant: Tenant, state: State) -> dict[str, Any]:
 @router.get("/ui/api/usage")
 async def ui_usage(tenant: Tenant, request: Request) -> dict[str, Any]:
     """The signed-in key: its name, limits, weight and what its batches have used."""
-    ring: KeyRing = request.app.state.keyring
-    return await ring.usage_of(tenant)
+    keys: KeyDirectory = request.app.state.keys
+    key, limits = keys.key_for(tenant), keys.limits_for(tenant)
+    return {
+        "key": keys.name_for(tenant),
+        "weight": keys.weight(tenant),
+        "max_enqueued_tokens": limits.max_tokens,
+        "max_enqueued_requests": limits.max_requests,
+        "last_used_at": key.last_used_at if key is not None else None,
+        **dataclasses.asdict(await keys.usage_of(tenant)),
+    }
 
 
 def _view(rec: BatchRecord, ui: UiState, now: float) -> dict[str, Any]:

@@ -15,14 +15,14 @@ over two small reads, and only the chosen shard's row is locked.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import and_, exists, or_, select, update
 
 from batchd.states import BatchPhase, BatchStatus
 from batchd.store import schema
-from batchd.store.fair_order import Running, claim_order
+from batchd.store.fair_order import Running, WeightOf, claim_order
 from batchd.store.records import BatchRecord, ShardRecord
 from batchd.store.rows import _batch, _shard
 from batchd.store.sql.core import SqlCore
@@ -111,7 +111,7 @@ class ClaimQueries(SqlCore):
         until: float,
         *,
         newcomers_only: bool = False,
-        weight_of: Callable[[str], float] | None = None,
+        weight_of: WeightOf | None = None,
     ) -> ShardRecord | None:
         """The next shard to run, fairly between tenants (see :func:`claim_order`).
 

@@ -68,7 +68,7 @@ class KeyQueries(SqlCore):
                     .values(last_used_at=at)
                 )
 
-    async def usage_by_tenant(self) -> dict[str, TenantUsage]:
+    async def usage_by_tenant(self, tenant: str | None = None) -> dict[str, TenantUsage]:
         b = schema.batches
         query = select(
             b.c.tenant,
@@ -78,6 +78,8 @@ class KeyQueries(SqlCore):
             func.coalesce(func.sum(b.c.input_tokens), 0),
             func.coalesce(func.sum(b.c.output_tokens), 0),
         ).group_by(b.c.tenant)
+        if tenant is not None:
+            query = query.where(b.c.tenant == tenant)  # ix_batches_tenant_seq
         async with self.engine.connect() as conn:
             rows = await conn.execute(query)
             return {
