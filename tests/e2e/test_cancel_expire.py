@@ -7,6 +7,7 @@ through real ``batchd serve`` processes; the rest against the app in this proces
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from harness import (
@@ -122,3 +123,28 @@ def test_expiry_delivers_partial_results(
     done, unrun = _check_partial(c, final, "batch_expired")
     assert done, "finished results are delivered"
     assert len(unrun) >= N // 2
+    # Sending stops when the window ends, not at the next sweep (which runs once a second).
+    to_wall = time.time() - time.monotonic()
+    last_sent = max(t for ts in upstream.stats.times.values() for t in ts) + to_wall
+    assert last_sent < final.expires_at + 0.5
+
+
+def test_window_ending_during_the_last_requests_completes(
+    start_api: StartApi, upstream: UpstreamServer
+) -> None:
+    # Every line is in flight when the 2 s window ends (each takes 2.5 s) and finishes
+    # within the grace: nothing was cut short, so the batch is completed, not expired.
+    upstream.reset(Faults(delay=2.5))
+    server = start_api(
+        upstream=upstream.base_url,
+        env={"BATCHD_COMPLETION_WINDOWS": "24h,2s", "BATCHD_CANCEL_GRACE": "10"},
+    )
+    c = server.client
+    b = create_batch(c, [chat_line(i) for i in range(4)], window="2s")
+    final = wait_batch(c, b.id, timeout=30)
+    assert final.status == "completed"
+    assert final.completed_at is not None and final.completed_at >= final.expires_at
+    assert final.expired_at is None and final.error_file_id is None
+    out, _ = results(c, final)
+    assert set(by_custom_id(out)) == {f"r{i}" for i in range(4)}
+    assert final.request_counts.completed == 4

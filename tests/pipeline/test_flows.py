@@ -204,7 +204,7 @@ def test_expired_lines_are_resubmitted(
     src = write_csv(tmp_path / "in.csv", [{"word": f"w{i}"} for i in range(6)])
     out = tmp_path / "out.csv"
     args = _run_args(
-        src, out, slow_server.base_url, "--completion-window", "2s", "--max-retry-rounds", "5"
+        src, out, slow_server.base_url, "--completion-window", "2s", "--max-retry-rounds", "10"
     )
     proc = batchd_cli(*args, timeout=90)
     assert proc.returncode == 0, proc.stdout + proc.stderr

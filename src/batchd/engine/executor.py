@@ -133,6 +133,9 @@ class Executor:
                 continue
             sem = self._limit(route)
             await sem.acquire_slot(who)
+            if stopped():  # it may have stopped while we waited for room
+                sem.release_slot(who)
+                break
             body = orjson.dumps(parsed.body)
             coro = self._one(who, line.number, parsed.custom_id, job.endpoint, body, route)
             track(asyncio.create_task(coro), sem)

@@ -3,7 +3,8 @@
 The input file is read once more in order and merged with the stored results by
 line number: each request line yields exactly one output or error line. Lines with
 no result (the batch was cancelled or expired first) become ``batch_cancelled`` /
-``batch_expired`` error lines. The file ids are fixed before anything is written,
+``batch_expired`` error lines; a batch whose window ended after every line had its
+result is ``completed``. The file ids are fixed before anything is written,
 so a finalization interrupted by a crash is simply done again under the same ids.
 """
 
@@ -79,6 +80,10 @@ async def finalize_batch(
         else:
             await blobs.delete(file_id)
     status = FINAL_STATUS[batch.stop_reason]
+    if batch.stop_reason is StopReason.EXPIRE and unrun == 0:
+        # The window ended while the last requests were in flight and every one of them
+        # finished: nothing was cut short, so the batch completed.
+        status = FINAL_STATUS[None]
     finished = await store.finish_batch(
         batch.id,
         owner,

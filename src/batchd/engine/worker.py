@@ -122,6 +122,8 @@ class Worker:
         self._stops: dict[str, StopReason | None] = {}
         self._main: asyncio.Task[None] | None = None
         self._batch_info: dict[str, BatchRecord] = {}
+        self._deadlines: dict[str, int] = {}
+        """When the batches we run expire (kept past that until the store flags them)."""
         self._draining = False
 
     # ------------------------------------------------------------ lifecycle
@@ -187,8 +189,9 @@ class Worker:
                 if t - last_purge >= self._opts.file_purge_interval:
                     await self._purge_files()
                     last_purge = t
-                if t - last_expiry >= 1.0:
+                if t - last_expiry >= 1.0 or self._window_passed(t):
                     await self._store.request_expiry(now())
+                    self._deadlines = {b: e for b, e in self._deadlines.items() if e > t}
                     last_expiry = t
                 await self._refresh_stops()
                 await self._claim()
@@ -221,6 +224,11 @@ class Worker:
         live = {o: b for o, b in live.items() if not is_dead_local_owner(o, me=self.owner)}
         self._workers = len(live.keys() | {self.owner})
         self.limits.apply(self.owner, live)
+
+    def _window_passed(self, t: float) -> bool:
+        """Whether a batch we are running has reached the end of its window: it is
+        flagged at once rather than at the next once-a-second sweep."""
+        return any(e <= t for e in self._deadlines.values())
 
     async def _refresh_stops(self) -> None:
         active = {key[0] for key in self._shards}
@@ -306,10 +314,18 @@ class Worker:
                     tenant=batch.tenant,
                     priority=batch.priority,
                 )
-                finished = await self.executor.run(
-                    job,
-                    lambda: self._draining or self._stops.get(shard.batch_id) is not None,
-                )
+                expires_at = self._deadlines[shard.batch_id] = batch.expires_at
+
+                def stopped() -> bool:
+                    # Past its window the batch stops sending at once (the sweep then
+                    # flags it in the store), not one poll or sweep later.
+                    return (
+                        self._draining
+                        or self._stops.get(shard.batch_id) is not None
+                        or time.time() >= expires_at
+                    )
+
+                finished = await self.executor.run(job, stopped)
                 if finished:
                     await self._store.complete_shard(shard, self.owner)
                 else:
@@ -318,6 +334,8 @@ class Worker:
                 self._shards.pop(key, None)
                 if not any(k[0] == shard.batch_id for k in self._shards):
                     self._batch_info.pop(shard.batch_id, None)  # fetched again if needed
+                    if self._deadlines.get(shard.batch_id, 0) > time.time():
+                        del self._deadlines[shard.batch_id]  # else kept until it is flagged
                 self._wake.set()
 
         self._shards[key] = self._spawn(run(), f"shard {shard.batch_id}/{shard.shard_no}")
