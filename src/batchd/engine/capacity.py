@@ -15,12 +15,14 @@ round lasts about one answer's latency.
 
 - *startup*: from 1 in flight, the limit grows x8, x4 or x2 per round while
   throughput (Little's law: in flight / latency) grows at least as load ** KNEE_GAIN,
-  so a 256-sequence server is reached within four round trips;
+  or while its tries come back within :data:`MIN_QUEUE_SECONDS` of the last level's
+  latency, so a 256-sequence server is reached within four round trips, and an
+  upstream that answers in milliseconds is driven to the ceiling;
 - *search*: the knee lies between the last two levels. A line through the levels
   startup found free (a step costs a + b x running) gives the no-queue latency; where
   it meets the saturated rate is the first guess, then a geometric bisection: a level
-  is *queued* when the slow tail of its tries comes back :data:`QUEUE_RISE` later
-  than the line says;
+  is *queued* when the slow tail of its tries comes back :data:`QUEUE_RISE` times
+  (and :data:`MIN_QUEUE_SECONDS`) later than the line says;
 - *hold*: stay there; every :data:`HOLD_ROUNDS` rounds probe 5% up and keep it only
   if no queue shows; a queue at the held level (someone else loads the server) cuts
   in proportion, and after a few cuts that do not help the slower server is taken as
@@ -65,6 +67,10 @@ FULL = 0.95
 """Without a latency line: a level getting this share of the saturated rate is past the knee."""
 QUEUE_RISE = 1.15
 """A try back this much later than the no-queue latency line says has queued."""
+MIN_QUEUE_SECONDS = 0.02
+"""...and at least this many seconds later: a wait of a few milliseconds is nobody's
+concern, and where answers come back that fast (a cache, a tiny model, a proxy) the
+wait is mostly our own event loop's, which more tries in flight make cheaper per try."""
 HOLD_ROUNDS = 3
 """Rounds at the knee between probes."""
 RATE_CUT = 0.85
@@ -131,6 +137,7 @@ class Controller:
         self._fill_time = self._last = clock()
         self._window_tokens = 0
         self._window_seconds = 0.0
+        self._window_tries = 0
         self._area = 0.0
         self._samples: list[tuple[int, float]] = []
         self._prev: Level | None = None
@@ -189,6 +196,7 @@ class Controller:
             # Only tries sent into the full pipe at this limit speak for it.
             self._window_tokens += max(1, tokens or 1)
             self._window_seconds += now - ticket.sent
+            self._window_tries += 1
         if ticket.seq >= self._filled_seq:
             # The first try sent into the full pipe is back: it waited behind all that
             # was in flight, so it is the first to show a queue at the server. Past
@@ -292,6 +300,7 @@ class Controller:
         self._round_seq = self._seq
         self._window_tokens = 0
         self._window_seconds = 0.0
+        self._window_tries = 0
 
     def _account(self) -> None:
         now = self.clock()
@@ -332,7 +341,14 @@ class Controller:
         # count of tokens over the window would swing with where its ends cut the
         # cohorts of answers that a server finishing requests in lockstep returns.)
         rate = n_mean * self._window_tokens / max(1e-9, self._window_seconds)
-        level = Level(self.limit, rate, unit)
+        tries = max(1, self._window_tries)
+        level = Level(
+            self.limit,
+            rate,
+            unit,
+            latency=self._window_seconds / tries,
+            tokens=self._window_tokens / tries,
+        )
         app_limited = n_mean < 0.8 * self.limit
         if self.background:
             self._background_round(level, app_limited)
@@ -358,7 +374,9 @@ class Controller:
         # Elasticity of throughput in load: 1 while every try adds its share, 0 past
         # the knee (log-log, so the factor used does not matter).
         gain = math.log(max(1e-9, level.rate / prev.rate)) / math.log(factor) if factor > 1 else 0
-        if gain >= KNEE_GAIN:
+        if gain >= KNEE_GAIN or level.latency < prev.latency + MIN_QUEUE_SECONDS:
+            # Still gaining, or answers still back within milliseconds: what little
+            # throughput more tries add, they cost nobody a noticeable wait.
             self._free.append(level)
             if level.limit < self.ceiling:
                 factor = 8 if gain >= 0.8 else 4 if gain >= 0.6 else 2
@@ -404,9 +422,17 @@ class Controller:
         than the no-queue line says (the last one in is the first to queue)."""
         if len(self._free) < 2:
             # No line yet (one free level): queued if it gets what the saturated
-            # level got.
-            return level.limit / level.unit >= FULL * self._hi_rate
-        return level.unit > QUEUE_RISE * self._model(level.limit)
+            # level got, and its tries waited noticeably longer than the free one's.
+            free = self._free[0].latency if self._free else 0.0
+            return (
+                level.limit / level.unit >= FULL * self._hi_rate
+                and level.latency > free + MIN_QUEUE_SECONDS
+            )
+        expected = self._model(level.limit)
+        return (
+            level.unit > QUEUE_RISE * expected
+            and (level.unit - expected) * level.tokens > MIN_QUEUE_SECONDS
+        )
 
     def _search_round(self, level: Level) -> None:
         if self._queued(level):

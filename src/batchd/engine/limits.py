@@ -6,9 +6,11 @@ Two numbers bound the requests of one backend in this process:
   (default 1024: a ceiling, not a target). Live workers register with heartbeats
   and say which backends they are sending to (the ``workers`` table); the
   configured limit is divided among those workers (:func:`share_of`), so the limit
-  holds across all workers together. A line takes a *slot* under the ceiling from
-  its first try until its result is durable, which also bounds what a crash can
-  make us re-send.
+  holds across all workers together. A line takes a *slot* from its first try
+  until its result is durable, which also bounds what a crash can make us re-send.
+  There are :data:`SLOTS_PER_TRY` slots per try the ceiling allows: a line whose
+  answer is back waits a moment for its group commit, and those waits must not keep
+  the upstream below its limit.
 - the **limit** (:class:`~batchd.engine.capacity.Controller`): how many tries may
   be at the upstream right now. It seeks the server's knee (where more in flight
   stops adding throughput) from answer timings, or from the server's load gauges
@@ -33,6 +35,8 @@ from batchd.engine.capacity import Controller
 from batchd.engine.fair import ANYONE, Claimant, FairGate, WeightOf
 from batchd.engine.tries import Ticket, completion_tokens
 
+SLOTS_PER_TRY = 2
+"""Lines in progress (tries out, answers awaiting their commit) per try the ceiling allows."""
 LOAD_INTERVAL = 0.2
 """Seconds between reads of a server's load gauges."""
 LOAD_IDLE_AFTER = 5.0
@@ -76,7 +80,7 @@ class BackendLimit:
         self.control = Controller(
             self.ceiling, adaptive=adaptive, background=background, slowdown=slowdown
         )
-        self._slots = FairGate(self.ceiling, weight_of)
+        self._slots = FairGate(SLOTS_PER_TRY * self.ceiling, weight_of)
         self._sends = FairGate(max(1, int(self.control.window)), weight_of)
         self._probe = probe
         self._poller: asyncio.Task[None] | None = None
@@ -114,7 +118,7 @@ class BackendLimit:
             return
         self.ceiling = ceiling
         self.control.set_ceiling(ceiling)
-        self._slots.resize(ceiling)
+        self._slots.resize(SLOTS_PER_TRY * ceiling)
         self._resize()
 
     # ---------------------------------------------------------------- sends

@@ -34,3 +34,7 @@ class Level:
     """Tokens (or requests) per second, by Little's law."""
     unit: float
     """Seconds per output token of the round's slow tail (or its first full-pipe try)."""
+    latency: float = 0.0
+    """Mean seconds per try in the round."""
+    tokens: float = 1.0
+    """Mean output tokens per try in the round (1 where answers carry no usage)."""
