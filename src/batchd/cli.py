@@ -93,10 +93,7 @@ def serve(
     ] = None,
     engine_processes: Annotated[
         Optional[int],  # noqa: UP045
-        typer.Option(
-            help="How many engine child processes (they share each backend's limit). "
-            "Default: one per core, at most 2."
-        ),
+        typer.Option(help="How many engine child processes (they share each backend's limit)."),
     ] = None,
     *,
     shared: dict[str, Any],

@@ -29,17 +29,6 @@ from pydantic_settings import (
 )
 
 MB = 1024 * 1024
-AUTO_ENGINE_PROCESSES = 2
-"""The most engine children ``batchd serve`` starts by itself (two measured here)."""
-
-
-def auto_engine_processes() -> int:
-    """One engine child per core this process may run on, at most :data:`AUTO_ENGINE_PROCESSES`."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(AUTO_ENGINE_PROCESSES, cores))
 
 
 class BackendConfig(BaseModel):
@@ -230,13 +219,13 @@ class Settings(BaseSettings):
         "under load. Off: API and engine share one process and one event loop.",
     )
     engine_processes: int = Field(
-        default_factory=auto_engine_processes,
+        default=1,
         ge=1,
         description="With engine_process: how many engine children; they share every "
-        "backend's concurrency limit. Default: one per core this process may use, at most "
-        f"{AUTO_ENGINE_PROCESSES} (measured: against an upstream that answers at once, two "
-        "engines on two cores run a batch 1.35x the speed of a bare aiohttp loop, one 0.76x; "
-        "against a model server the engines are never the bottleneck).",
+        "backend's concurrency limit. More use more cores for requests, leaving less for the "
+        "API (measured: against an upstream that answers at once, two on two cores run a "
+        "batch about twice as fast as one). A backend's concurrency below this count is "
+        "exceeded (each child sends at least one request at a time).",
     )
     engine_nice: int = Field(
         default=10,

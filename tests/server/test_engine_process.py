@@ -7,7 +7,6 @@ batch is created, and its events must reach the server's metrics.
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 import urllib.request
@@ -42,26 +41,6 @@ def gone(proc: psutil.Process) -> bool:
         return True
 
 
-ONE_ENGINE = ["--engine-processes", "1"]
-"""For the tests that follow one engine child (the default is one per core, at most 2)."""
-
-
-def engine_children(server: BatchdProcess) -> list[psutil.Process]:
-    assert server.proc is not None
-    parent = psutil.Process(server.proc.pid)
-    return [c for c in parent.children() if "batchd.server.engine_child" in " ".join(c.cmdline())]
-
-
-def test_serve_starts_one_engine_per_core_by_default(
-    start_batchd: StartBatchd, upstream: UpstreamServer
-) -> None:
-    server = start_batchd(upstream=upstream.base_url)
-    cores = len(os.sched_getaffinity(0))
-    wait_for(lambda: len(engine_children(server)) == min(2, cores), timeout=10)
-    b = run_batch(server.client, [chat_line(i) for i in range(40)], timeout=30)
-    assert b.status == "completed" and b.request_counts.completed == 40
-
-
 def metric(server: BatchdProcess, name: str) -> float:
     with urllib.request.urlopen(server.root_url + "/metrics", timeout=5) as resp:
         text = resp.read().decode()
@@ -75,9 +54,7 @@ def test_a_batch_runs_in_the_child_and_its_events_reach_the_metrics(
     start_batchd: StartBatchd, upstream: UpstreamServer
 ) -> None:
     # A long poll interval: only the wake-up pipe can start the batch quickly.
-    server = start_batchd(
-        upstream=upstream.base_url, env={"BATCHD_POLL_INTERVAL": "30"}, args=ONE_ENGINE
-    )
+    server = start_batchd(upstream=upstream.base_url, env={"BATCHD_POLL_INTERVAL": "30"})
     child = engine_child(server)
     started = time.monotonic()
     b = run_batch(server.client, [chat_line(i) for i in range(50)], timeout=20)
@@ -99,7 +76,7 @@ def test_sigkill_of_the_server_kills_the_engine(
     start_batchd: StartBatchd, upstream: UpstreamServer
 ) -> None:
     upstream.reset(Faults(delay=0.05))
-    server = start_batchd(upstream=upstream.base_url, args=ONE_ENGINE)
+    server = start_batchd(upstream=upstream.base_url)
     child = engine_child(server)
     server.client.batches.create(
         input_file_id=server.client.files.create(
@@ -119,9 +96,7 @@ def test_sigkill_of_the_server_kills_the_engine(
 def test_a_dead_engine_is_started_again(
     start_batchd: StartBatchd, upstream: UpstreamServer
 ) -> None:
-    server = start_batchd(
-        upstream=upstream.base_url, env={"BATCHD_ENGINE_RESTART_DELAY": "0.2"}, args=ONE_ENGINE
-    )
+    server = start_batchd(upstream=upstream.base_url, env={"BATCHD_ENGINE_RESTART_DELAY": "0.2"})
     first = engine_child(server)
     first.send_signal(signal.SIGKILL)
     wait_for(lambda: gone(first), timeout=5)
@@ -135,7 +110,7 @@ def test_a_dead_engine_is_started_again(
 def test_sigterm_drains_both_and_exits_zero(
     start_batchd: StartBatchd, upstream: UpstreamServer
 ) -> None:
-    server = start_batchd(upstream=upstream.base_url, args=ONE_ENGINE)
+    server = start_batchd(upstream=upstream.base_url)
     child = engine_child(server)
     run_batch(server.client, [chat_line(i) for i in range(5)])
     assert server.terminate() == 0
@@ -146,9 +121,7 @@ def test_sigterm_drains_both_and_exits_zero(
 def test_sigterm_while_a_dead_engine_waits_to_restart(
     start_batchd: StartBatchd, upstream: UpstreamServer
 ) -> None:
-    server = start_batchd(
-        upstream=upstream.base_url, env={"BATCHD_ENGINE_RESTART_DELAY": "60"}, args=ONE_ENGINE
-    )
+    server = start_batchd(upstream=upstream.base_url, env={"BATCHD_ENGINE_RESTART_DELAY": "60"})
     child = engine_child(server)
     child.send_signal(signal.SIGKILL)
     wait_for(lambda: "engine process exited" in server.logs(), timeout=10)

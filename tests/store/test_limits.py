@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from batchd.engine.fair import Claimant
-from batchd.engine.limits import SLOTS_PER_TRY, BackendLimit, Limits, share_of
+from batchd.engine.limits import BackendLimit, Limits, share_of
 
 pytestmark = pytest.mark.anyio
 
@@ -71,40 +71,21 @@ async def test_not_adaptive_sends_at_the_ceiling() -> None:
     assert lim.window == 8 and len(held) == 8
 
 
-async def test_answers_awaiting_their_commit_do_not_hold_the_upstream_below_its_limit() -> None:
-    lim = BackendLimit("up", 4, adaptive=False)
-    for _ in range(4):  # four lines sent; their answers are back, their commit pending
-        await lim.acquire_slot()
-        lim.release_send(await lim.acquire_send(), status=200)
-    for _ in range(4):  # four more lines go out meanwhile, up to the limit
-        await asyncio.wait_for(lim.acquire_slot(), 1)
-        await asyncio.wait_for(lim.acquire_send(), 1)
-    for _ in range(SLOTS_PER_TRY * 4 - 8):
-        await lim.acquire_slot()
-    blocked = asyncio.create_task(lim.acquire_slot())
-    await asyncio.sleep(0.01)
-    assert not blocked.done()  # the slots stay bounded: SLOTS_PER_TRY per try allowed
-    lim.release_slot()
-    await asyncio.wait_for(blocked, 1)
-
-
 async def test_slots_and_sends_are_shared_between_tenants_by_weight() -> None:
     # What the worker hands Limits (weight_of) reaches both gates of every backend.
     # B's waiters come first: a FIFO gate would give B three of the four that free.
     weights = {"A": 3.0, "B": 1.0}
     lim = Limits(adaptive=False, weight_of=weights.__getitem__).get("up", 4)
     a, b = Claimant("A", "a1"), Claimant("B", "b1")
-    slots = SLOTS_PER_TRY * 4
-    for _ in range(slots):
+    for _ in range(4):
         await lim.acquire_slot(a)
-    queued = [b] * slots + [a] * slots
-    slot_waiters = [asyncio.create_task(lim.acquire_slot(who)) for who in queued]
+    slot_waiters = [asyncio.create_task(lim.acquire_slot(who)) for who in (b, b, b, a, a, a)]
     await asyncio.sleep(0)
-    for _ in range(slots):
-        lim.release_slot(a)  # A's answers are durable: all the slots are re-divided
+    for _ in range(4):
+        lim.release_slot(a)  # four of A's answers are durable: the four slots are re-divided
     await asyncio.sleep(0)
-    got = [w.tenant for w, t in zip(queued, slot_waiters, strict=True) if t.done()]
-    assert sorted(got) == ["A"] * (slots * 3 // 4) + ["B"] * (slots // 4)  # 3:1
+    got = [w.tenant for w, t in zip((b, b, b, a, a, a), slot_waiters, strict=True) if t.done()]
+    assert sorted(got) == ["A", "A", "A", "B"]  # 3:1 of 4 slots
     for t in slot_waiters:
         t.cancel()
     tickets = [(await lim.acquire_send(a), a) for _ in range(4)]
@@ -117,3 +98,15 @@ async def test_slots_and_sends_are_shared_between_tenants_by_weight() -> None:
     assert sorted(sent) == ["A", "A", "A", "B"]  # 3:1 of 4 in flight
     for t in send_waiters:
         t.cancel()
+
+
+def test_sibling_engines_split_the_ceiling_from_their_first_try() -> None:
+    # Two engine children of one `batchd serve` start sending at the same moment, before
+    # the registry shows either to the other: each counts on both from the start.
+    limits = Limits(siblings=2)
+    assert limits.get("up", 16).ceiling == 8
+    limits.apply("me", {"me": ["up"]})  # the sibling has not registered yet
+    assert limits.get("up", 16).ceiling == 8
+    limits.apply("me", {"me": ["up"], "w2": ["up"], "w3": ["up"]})  # more workers than that
+    assert limits.get("up", 16).ceiling == share_of(16, "me", ["w2", "w3"])
+    assert Limits().get("alone", 16).ceiling == 16  # one engine: the whole ceiling

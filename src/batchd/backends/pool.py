@@ -1,10 +1,10 @@
 """Keep-alive HTTP/1.1 connections for the hot path: one POST per request line.
 
 Sending is most of what batchd does per request, and aiohttp's ``ClientSession``
-costs about 126 µs of CPU per POST on this project's 2-core machine, against 28 µs
-for this pool (asyncio protocols and httptools, the parser uvicorn uses), measured
-against the same nginx fixed answer, 64 in flight (bench/bench_http_client.py; the
-aiosonic client took 141 µs). It does only what a batch's sends need: POST a JSON body
+costs 125-144 µs of CPU per POST on this project's 2-core machine, against 48-53 µs
+for this pool (asyncio protocols and httptools, the parser uvicorn uses), against the
+same nginx fixed answer, 64 in flight (bench/bench_http_client.py: 1/2.7 of the CPU;
+the aiosonic client took 141-156 µs). It does only what a batch's sends need: POST a JSON body
 to one origin (http or https), HTTP/1.1 keep-alive, answers framed by
 ``Content-Length``, chunked or by the connection's end, and a total timeout. Model
 lists and load gauges stay on aiohttp (backends/http.py).

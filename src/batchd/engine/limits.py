@@ -6,11 +6,9 @@ Two numbers bound the requests of one backend in this process:
   (default 1024: a ceiling, not a target). Live workers register with heartbeats
   and say which backends they are sending to (the ``workers`` table); the
   configured limit is divided among those workers (:func:`share_of`), so the limit
-  holds across all workers together. A line takes a *slot* from its first try
-  until its result is durable, which also bounds what a crash can make us re-send.
-  There are :data:`SLOTS_PER_TRY` slots per try the ceiling allows: a line whose
-  answer is back waits a moment for its group commit, and those waits must not keep
-  the upstream below its limit.
+  holds across all workers together. A line takes a *slot* under the ceiling from
+  its first try until its result is durable, which also bounds what a crash can
+  make us re-send.
 - the **limit** (:class:`~batchd.engine.capacity.Controller`): how many tries may
   be at the upstream right now. It seeks the server's knee (where more in flight
   stops adding throughput) from answer timings, or from the server's load gauges
@@ -35,8 +33,6 @@ from batchd.engine.capacity import Controller
 from batchd.engine.fair import ANYONE, Claimant, FairGate, WeightOf
 from batchd.engine.tries import Ticket, completion_tokens
 
-SLOTS_PER_TRY = 2
-"""Lines in progress (tries out, answers awaiting their commit) per try the ceiling allows."""
 LOAD_INTERVAL = 0.2
 """Seconds between reads of a server's load gauges."""
 LOAD_IDLE_AFTER = 5.0
@@ -80,7 +76,7 @@ class BackendLimit:
         self.control = Controller(
             self.ceiling, adaptive=adaptive, background=background, slowdown=slowdown
         )
-        self._slots = FairGate(SLOTS_PER_TRY * self.ceiling, weight_of)
+        self._slots = FairGate(self.ceiling, weight_of)
         self._sends = FairGate(max(1, int(self.control.window)), weight_of)
         self._probe = probe
         self._poller: asyncio.Task[None] | None = None
@@ -118,7 +114,7 @@ class BackendLimit:
             return
         self.ceiling = ceiling
         self.control.set_ceiling(ceiling)
-        self._slots.resize(SLOTS_PER_TRY * ceiling)
+        self._slots.resize(ceiling)
         self._resize()
 
     # ---------------------------------------------------------------- sends
@@ -194,14 +190,30 @@ class Limits:
     """Every backend's :class:`BackendLimit` in this process."""
 
     def __init__(
-        self, *, adaptive: bool = True, idle_after: float = 5.0, weight_of: WeightOf | None = None
+        self,
+        *,
+        adaptive: bool = True,
+        idle_after: float = 5.0,
+        weight_of: WeightOf | None = None,
+        siblings: int = 1,
     ) -> None:
         self._adaptive = adaptive
         self._weight_of = weight_of
         self._idle_after = idle_after
+        self._siblings = max(1, siblings)
         self._by_name: dict[str, BackendLimit] = {}
         self._shares: dict[str, list[str]] = {}
         self._me = ""
+
+    def _share(self, configured: int, others: list[str]) -> int:
+        """Our part of a backend's ``configured`` limit, the registry's ``others`` sending
+        to it too. Engine processes started together by one ``batchd serve`` (``siblings``)
+        start sending at the same moment, before either can see the other in the
+        registry: each counts on all of them from the first try, so that together they
+        never exceed the limit."""
+        if len({*others, self._me}) < self._siblings:
+            return max(1, configured // self._siblings)
+        return share_of(configured, self._me, others)
 
     def get(
         self,
@@ -216,7 +228,7 @@ class Limits:
         limit = self._by_name.get(name)
         if limit is None:
             # A backend not seen before: take our share at once, not at the next heartbeat.
-            ceiling = share_of(configured, self._me, self._shares.get(name, []))
+            ceiling = self._share(configured, self._shares.get(name, []))
             limit = BackendLimit(
                 name,
                 configured,
@@ -249,7 +261,7 @@ class Limits:
                     users.setdefault(name, []).append(owner)
         self._shares = users
         for name, limit in self._by_name.items():
-            limit.set_ceiling(share_of(limit.configured, me, users.get(name, [])))
+            limit.set_ceiling(self._share(limit.configured, users.get(name, [])))
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """Per backend: ceiling, limit, tries in flight, the server's queue (its gauge

@@ -48,6 +48,7 @@ def build_worker(
     router: Router,
     observers: Observers | None = None,
     keys: KeyDirectory | None = None,
+    siblings: int = 1,
 ) -> Worker:
     return Worker(
         store=store,
@@ -68,6 +69,7 @@ def build_worker(
             file_purge_interval=settings.file_purge_interval,
             queue_limits=queue_limits(settings),
             adaptive_concurrency=settings.adaptive_concurrency,
+            siblings=siblings,
         ),
         observers=observers,
         limits_for=keys.limits_for if keys is not None else None,
@@ -100,6 +102,7 @@ class Runtime:
         with_worker: bool = True,
         observers: Sequence[EngineObserver | None] = (),
         companions: Sequence[Companion | None] = (),
+        siblings: int = 1,
     ) -> Runtime:
         """Open the store (migrated), blobs and router; build the worker unless the
         API runs alone, with ``observers`` (``None`` entries are skipped). Nothing
@@ -113,7 +116,9 @@ class Runtime:
         await keys.load()
         worker = None
         if with_worker:
-            worker = build_worker(settings, store=store, blobs=blobs, router=router, keys=keys)
+            worker = build_worker(
+                settings, store=store, blobs=blobs, router=router, keys=keys, siblings=siblings
+            )
             for observer in observers:
                 if observer is not None:
                     worker.observers.add(observer)

@@ -23,9 +23,13 @@ async def run_worker(
     observers: Observers | None = None,
     companions: Sequence[Companion] = (),
     on_start: Callable[[Worker], None] | None = None,
+    siblings: int = 1,
 ) -> None:
-    """Run one worker until SIGTERM or SIGINT, then drain it gracefully."""
-    runtime = await Runtime.open(settings, observers=[observers], companions=companions)
+    """Run one worker until SIGTERM or SIGINT, then drain it gracefully (``siblings``: the
+    engine processes of one ``batchd serve``, this one included)."""
+    runtime = await Runtime.open(
+        settings, observers=[observers], companions=companions, siblings=siblings
+    )
     worker = runtime.worker
     assert worker is not None
     stop = asyncio.Event()

@@ -68,6 +68,8 @@ class WorkerOptions:
     other workers) starts at once instead of after a shard of a huge one."""
     registry_interval: float = 1.0
     """Seconds between worker-registry refreshes (the shared concurrency split)."""
+    siblings: int = 1
+    """Engine processes of one ``batchd serve``, this one included (engine/limits.py)."""
     adaptive_concurrency: bool = True
     """AIMD per backend (engine/limits.py); off: always the full share."""
     queue_limits: QueueLimits = field(default_factory=QueueLimits)
@@ -109,7 +111,11 @@ class Worker:
             writer=self._writer,
             cancel_grace=options.cancel_grace,
             observers=self.observers,
-            limits=Limits(adaptive=options.adaptive_concurrency, weight_of=weight_of),
+            limits=Limits(
+                adaptive=options.adaptive_concurrency,
+                weight_of=weight_of,
+                siblings=options.siblings,
+            ),
         )
         self.limits = self.executor.limits
         self._listener = store.listener(self.wake)

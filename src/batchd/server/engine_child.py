@@ -74,7 +74,12 @@ async def run(settings: Settings, events_fd: int) -> None:
         loop.call_soon(_send_limits, loop, forwarder, worker)
 
     try:
-        await run_worker(settings, observers=Observers([forwarder]), on_start=started)
+        await run_worker(
+            settings,
+            observers=Observers([forwarder]),
+            on_start=started,
+            siblings=settings.engine_processes,
+        )
     finally:
         forwarder.flush()
         transport.close()
