@@ -1,13 +1,13 @@
 """Keep-alive HTTP/1.1 connections for the hot path: one POST per request line.
 
-Sending is most of what batchd does per request, and aiohttp's ``ClientSession``
-costs 125-144 µs of CPU per POST on this project's 2-core machine, against 48-53 µs
-for this pool (asyncio protocols and httptools, the parser uvicorn uses), against the
-same nginx fixed answer, 64 in flight (bench/bench_http_client.py: 1/2.7 of the CPU;
-the aiosonic client took 141-156 µs). It does only what a batch's sends need: POST a JSON body
-to one origin (http or https), HTTP/1.1 keep-alive, answers framed by
-``Content-Length``, chunked or by the connection's end, and a total timeout. Model
-lists and load gauges stay on aiohttp (backends/http.py).
+Sending is most of what batchd does per request. This pool (asyncio protocols and
+httptools, the parser uvicorn uses) takes about 1/2.6 of the CPU per POST of aiohttp's
+``ClientSession`` against the same nginx fixed answer, 64 in flight, on this project's
+2-core machine (bench/bench_http_client.py: 55-72 against 141-187 µs in one run, 48-53
+against 125-144 µs in another; the aiosonic client took 141-156 µs). It does only
+what a batch's sends need: POST a JSON body to one origin (http or https), HTTP/1.1
+keep-alive, answers framed by ``Content-Length``, chunked or by the connection's end,
+and a total timeout. Model lists and load gauges stay on aiohttp (backends/http.py).
 
 A connection whose request was cancelled or timed out mid-answer is closed, never
 reused. A keep-alive connection the server closed while it sat idle fails before any
