@@ -21,9 +21,10 @@ from upstream_server import Faults, UpstreamServer
 KEYS = ("key-a-secret", "key-b-secret")
 ENV = {"BATCHD_UPSTREAM_CONCURRENCY": "8"}
 """One backend at concurrency 8 (divided among the workers sending to it)."""
-DELAY = 0.5
-"""Seconds the upstream takes per answer: A's 240 lines take 15 s at 8 in flight, so
-the overheads of a loaded machine (validation, polling) stay small beside them."""
+DELAY = 1.0
+"""Seconds the upstream takes per answer: A's 240 lines take 30 s at 8 in flight, so
+the overheads of a loaded machine (validating and claiming B's batch) stay small
+beside them: at 0.5 s, a few seconds of those once let A pass half its lines."""
 A_BATCHES, LINES = 6, 40
 
 
