@@ -8,7 +8,6 @@ Both send the same chat bodies to nginx answering one fixed completion (Debian's
 nothing and the figure is the client's own cost: wall seconds and CPU microseconds
 per request of this process, alternating in each round. The aiohttp side is the bare
 loop of bench/bench_service.py (a ``ClientSession`` as it comes, a semaphore of 64).
-Measured once besides, the same way: aiosonic 1.3.3 took 141-156 µs per request.
 """
 
 from __future__ import annotations

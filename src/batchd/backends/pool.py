@@ -4,7 +4,7 @@ Sending is most of what batchd does per request. This pool (asyncio protocols an
 httptools, the parser uvicorn uses) takes about 1/2.6 of the CPU per POST of aiohttp's
 ``ClientSession`` against the same nginx fixed answer, 64 in flight, on this project's
 2-core machine (bench/bench_http_client.py: 55-72 against 141-187 µs in one run, 48-53
-against 125-144 µs in another; the aiosonic client took 141-156 µs). It does only
+against 125-144 µs in another). It does only
 what a batch's sends need: POST a JSON body to one origin (http or https), HTTP/1.1
 keep-alive, answers framed by ``Content-Length``, chunked or by the connection's end,
 and a total timeout. Model lists and load gauges stay on aiohttp (backends/http.py).
