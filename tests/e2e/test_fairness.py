@@ -16,3 +16,15 @@ def test_a_late_keys_batch_finishes_while_an_early_keys_queue_is_under_half_done
     server = start_batchd(upstream=upstream.base_url, args=key_args(), env=ENV, api_key=KEYS[0])
     seen = late_key_is_not_stuck(server.client, server.make_client(api_key=KEYS[1]), upstream)
     print(f"key A: {seen['a_done']} of {seen['total']} lines done when key B's batch finished")
+
+
+def test_a_late_key_gets_a_place_when_an_early_keys_batches_fill_every_shard_place(
+    start_batchd: StartBatchd, upstream: UpstreamServer
+) -> None:
+    # Two shard places (and the two newcomer places after them): key A's six batches
+    # fill all four before B comes; B's batch must still start at once, not after one
+    # of A's (without the new-tenant places A had 185 of 240 lines done then).
+    env = {**ENV, "BATCHD_MAX_SHARDS": "2"}
+    server = start_batchd(upstream=upstream.base_url, args=key_args(), env=env, api_key=KEYS[0])
+    seen = late_key_is_not_stuck(server.client, server.make_client(api_key=KEYS[1]), upstream)
+    print(f"key A: {seen['a_done']} of {seen['total']} lines done when key B's batch finished")

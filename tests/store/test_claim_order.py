@@ -135,6 +135,19 @@ async def test_at_capacity_only_newcomer_batches_and_tenants(store: Store) -> No
     assert got is not None and got.batch_id == "a3"  # a new batch of a tenant W1 runs
 
 
+async def test_past_the_newcomer_places_only_tenants_new_to_the_worker(store: Store) -> None:
+    await running_batches(store, ("a1", "A", 0, 2), ("a2", "A", 0, 2), ("b1", "B", 0, 2))
+    assert await claims(store, W1, 1) == ["a1"]
+    # A's second batch has nothing running: a newcomer claim would take it, but a
+    # new-tenant claim (a worker whose newcomer places A's batches filled) skips A.
+    got = await store.claim_shard(W1, T0, UNTIL, new_tenants_only=True)
+    assert got is not None and got.batch_id == "b1"
+    assert await store.claim_shard(W1, T0, UNTIL, new_tenants_only=True) is None
+    # On W2 nothing runs yet: every tenant is new there.
+    got = await store.claim_shard(W2, T0, UNTIL, new_tenants_only=True)
+    assert got is not None and got.batch_id == "a2"
+
+
 async def test_concurrent_claims_never_take_a_shard_twice(store: Store) -> None:
     await running_batches(
         store, ("a1", "A", 0, 5), ("a2", "A", 3, 5), ("b1", "B", 0, 5), ("c1", "C", 0, 5)

@@ -66,6 +66,10 @@ class WorkerOptions:
     """Shards a worker at ``max_shards`` may still start for batches with none running
     or tenants with none here, so a newly arrived batch (or a key whose work runs on
     other workers) starts at once instead of after a shard of a huge one."""
+    tenant_shards: int = 8
+    """Shards a worker with every other place taken may still start, each for a
+    tenant (API key) with none running here: one key's many new batches can fill the
+    ``extra_shards`` too, and another key's batch must not wait behind all of them."""
     registry_interval: float = 1.0
     """Seconds between worker-registry refreshes (the shared concurrency split)."""
     siblings: int = 1
@@ -285,6 +289,14 @@ class Worker:
         while opts.max_shards <= len(self._shards) < opts.max_shards + opts.extra_shards:
             shard = await store.claim_shard(
                 self.owner, time.time(), self._until(), newcomers_only=True, weight_of=weights
+            )
+            if shard is None:
+                break
+            self._start_shard(shard)
+        room = opts.max_shards + opts.extra_shards
+        while room <= len(self._shards) < room + opts.tenant_shards:
+            shard = await store.claim_shard(
+                self.owner, time.time(), self._until(), new_tenants_only=True, weight_of=weights
             )
             if shard is None:
                 break

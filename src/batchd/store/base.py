@@ -143,6 +143,7 @@ class ClaimStore(Protocol):
         until: float,
         *,
         newcomers_only: bool = False,
+        new_tenants_only: bool = False,
         weight_of: Callable[[str], float] | None = None,
     ) -> ShardRecord | None:
         """The next shard to run, in the fair order of store/fair_order.py: a tenant
@@ -151,6 +152,7 @@ class ClaimStore(Protocol):
         1.0), priority within the tenant, the batch's running shards, age.
 
         ``newcomers_only``: only from a batch with no shard running anywhere, or from a
+        tenant with no shard running on ``owner``. ``new_tenants_only``: only from a
         tenant with no shard running on ``owner``.
         """
         ...

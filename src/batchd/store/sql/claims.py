@@ -111,6 +111,7 @@ class ClaimQueries(SqlCore):
         until: float,
         *,
         newcomers_only: bool = False,
+        new_tenants_only: bool = False,
         weight_of: WeightOf | None = None,
     ) -> ShardRecord | None:
         """The next shard to run, fairly between tenants (see :func:`claim_order`).
@@ -118,6 +119,8 @@ class ClaimQueries(SqlCore):
         ``newcomers_only``: only from a batch with no shard running anywhere or a
         tenant with no shard running on ``owner``, so a worker at capacity can still
         start a newly arrived batch, and give a key with work elsewhere a share here.
+        ``new_tenants_only``: only from a tenant with no shard running on ``owner``, so
+        one key's many new batches cannot take every place a worker has.
         """
         s, b = schema.shards, schema.batches
         free = or_(s.c.lease_until.is_(None), s.c.lease_until < now)
@@ -139,6 +142,8 @@ class ClaimQueries(SqlCore):
             )
             for batch_id, tenant in claim_order(waiting.all(), running, weight_of):
                 if newcomers_only and running.batches[batch_id] and tenant in running.mine:
+                    continue
+                if new_tenants_only and tenant in running.mine:
                     continue
                 shard_no = (
                     await conn.execute(
