@@ -243,6 +243,25 @@ async def test_no_answer_times_out_and_the_connection_is_not_reused(
     pool.close()
 
 
+async def test_each_request_has_its_own_deadline(serve: Callable[[Script], Scripted]) -> None:
+    s = await started(serve, lambda n, c, b: b"")  # nothing is ever answered
+    pool = pool_for(s, timeout=0.5)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    first = asyncio.create_task(pool.post("/v1/x", b"{}"))
+    await s.requests_read(1)
+    await asyncio.sleep(0.3)
+    second = asyncio.create_task(pool.post("/v1/x", b"{}"))
+    with pytest.raises(TimeoutError):
+        await first
+    assert loop.time() - t0 >= 0.5  # never before its deadline
+    assert not second.done()  # sent 0.3 s later: its deadline has not passed yet
+    with pytest.raises(TimeoutError):
+        await second
+    assert loop.time() - t0 >= 0.8
+    pool.close()
+
+
 async def test_a_cancelled_request_closes_its_connection(
     serve: Callable[[Script], Scripted],
 ) -> None:
