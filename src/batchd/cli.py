@@ -93,7 +93,10 @@ def serve(
     ] = None,
     engine_processes: Annotated[
         Optional[int],  # noqa: UP045
-        typer.Option(help="How many engine child processes (they share each backend's limit)."),
+        typer.Option(
+            help="How many engine child processes (they share each backend's limit); "
+            "0: one per core, at most 2 (default 1)."
+        ),
     ] = None,
     *,
     shared: dict[str, Any],

@@ -167,3 +167,36 @@ def test_demo_command_runs_the_sample_batches(tmp_path: Path) -> None:
     embeds = (out_dir / "embed.results.jsonl").read_text().splitlines()
     assert len(reviews) == 100 and len(embeds) == 100
     assert "Results are in" in proc.stdout
+
+
+def test_one_engine_process_loads_and_runs_the_embedded_models(
+    tmp_path: Path,
+) -> None:
+    # Two engine children, each running one shard at a time, and a batch cut into
+    # four shards (of 8 lines): the second child would take some, loading a second copy of the
+    # model, whose requests would then no longer batch with the first's.
+    proc = BatchdProcess(
+        tmp_path / "data",
+        env={
+            "BATCHD_LOCAL_ENABLED": "true",
+            "BATCHD_MAX_SHARDS": "1",
+            "BATCHD_SHARD_SIZE": "8",
+            "BATCHD_POLL_INTERVAL": "0.05",
+        },
+        args=["--engine-processes", "2"],
+    )
+    proc.start(timeout=60)
+    try:
+        lines = [
+            line(f"c{i}", "/v1/chat/completions", {
+                "model": CHAT, "messages": [{"role": "user", "content": f"Count to {i}."}],
+                "max_tokens": 8, "temperature": 0,
+            })
+            for i in range(32)
+        ]  # fmt: skip
+        batch = run_batch(proc.client, lines, timeout=300)
+        assert batch.status == "completed" and batch.request_counts.completed == 32, batch
+        loads = [x for x in proc.logs().splitlines() if f"{CHAT}: loaded in" in x]
+        assert len(loads) == 1, loads
+    finally:
+        proc.stop()

@@ -7,6 +7,7 @@ batch is created, and its events must reach the server's metrics.
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 import urllib.request
@@ -147,6 +148,45 @@ def test_two_engine_processes_run_one_batch_exactly_once(
     )
     # Each line was sent once; two children sharing SQLite never ran one line twice.
     assert sum(upstream.stats.attempts.values()) == n
+
+
+def test_engine_processes_0_starts_one_per_core_at_most_two(
+    start_batchd: StartBatchd, upstream: UpstreamServer
+) -> None:
+    server = start_batchd(upstream=upstream.base_url, args=["--engine-processes", "0"])
+    assert server.proc is not None
+    parent = psutil.Process(server.proc.pid)
+    want = min(2, len(os.sched_getaffinity(0)))
+    wait_for(lambda: len(parent.children()) == want, timeout=10)
+    b = run_batch(server.client, [chat_line(i) for i in range(10)])
+    assert b.status == "completed" and b.request_counts.completed == 10
+    assert len(parent.children()) == want
+
+
+def test_a_concurrency_of_one_stays_one_with_two_engine_processes(
+    start_batchd: StartBatchd, upstream: UpstreamServer
+) -> None:
+    # Four shards, and each engine runs one at a time: only the first may run them;
+    # the second would need a request of its own, and there is only one.
+    upstream.reset(Faults(delay=0.05))
+    server = start_batchd(
+        upstream=upstream.base_url,
+        args=["--engine-processes", "2"],
+        env={
+            "BATCHD_UPSTREAM_CONCURRENCY": "1",
+            "BATCHD_MAX_SHARDS": "1",
+            "BATCHD_SHARD_SIZE": "20",
+            "BATCHD_POLL_INTERVAL": "0.05",
+        },
+    )
+    assert server.proc is not None
+    parent = psutil.Process(server.proc.pid)
+    wait_for(lambda: len(parent.children()) == 2, timeout=10)
+    n = 80
+    b = run_batch(server.client, [chat_line(i) for i in range(n)], timeout=120)
+    assert b.status == "completed" and b.request_counts.completed == n
+    assert upstream.stats.total == n
+    assert upstream.stats.peak_inflight == 1
 
 
 @pytest.mark.parametrize("how", [["--no-engine-process"], []])

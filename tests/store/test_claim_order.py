@@ -19,7 +19,9 @@ T0 = 1_000_000.0
 UNTIL = T0 + 30
 
 
-async def running_batches(store: Store, *specs: tuple[str, str, int, int]) -> None:
+async def running_batches(
+    store: Store, *specs: tuple[str, str, int, int], model: str = "m"
+) -> None:
     """``(batch id, tenant, priority, shards)`` each, created in this order and run."""
     for batch_id, tenant, priority, _ in specs:
         file_id = f"file-{batch_id}"
@@ -40,7 +42,7 @@ async def running_batches(store: Store, *specs: tuple[str, str, int, int]) -> No
     shards = {batch_id: n for batch_id, _, _, n in specs}
     while (b := await store.claim_validation(W1, T0, UNTIL)) is not None:
         parts = [ShardRecord(b.id, i, i, i + 1, i + 1, i + 1, 1) for i in range(shards[b.id])]
-        await store.start_batch(b.id, W1, total=len(parts), model="m", shards=parts, now=1)
+        await store.start_batch(b.id, W1, total=len(parts), model=model, shards=parts, now=1)
 
 
 async def claims(store: Store, owner: str, n: int, **kwargs: object) -> list[str]:
@@ -146,6 +148,16 @@ async def test_past_the_newcomer_places_only_tenants_new_to_the_worker(store: St
     # On W2 nothing runs yet: every tenant is new there.
     got = await store.claim_shard(W2, T0, UNTIL, new_tenants_only=True)
     assert got is not None and got.batch_id == "a2"
+
+
+async def test_a_worker_claims_only_the_models_it_may_run(store: Store) -> None:
+    await running_batches(store, ("a1", "A", 0, 2))
+    await running_batches(store, ("b1", "B", 0, 2), model="other")
+    got = await claims(store, W1, 2, can_run=lambda model: model == "m")
+    assert got == ["a1", "a1"]
+    assert await store.claim_shard(W1, T0, UNTIL, can_run=lambda model: model == "m") is None
+    got = await claims(store, W1, 2)
+    assert got == ["b1", "b1"]
 
 
 async def test_concurrent_claims_never_take_a_shard_twice(store: Store) -> None:

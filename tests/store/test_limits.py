@@ -109,4 +109,8 @@ def test_sibling_engines_split_the_ceiling_from_their_first_try() -> None:
     assert limits.get("up", 16).ceiling == 8
     limits.apply("me", {"me": ["up"], "w2": ["up"], "w3": ["up"]})  # more workers than that
     assert limits.get("up", 16).ceiling == share_of(16, "me", ["w2", "w3"])
+    # The sibling is live but sends to another backend only: this one is all ours.
+    limits.apply("me", {"me": ["up"], "w2": ["other"]})
+    assert limits.get("up", 16).ceiling == 16
+    assert limits.get("local", 64).ceiling == 64  # a backend first used from now on
     assert Limits().get("alone", 16).ceiling == 16  # one engine: the whole ceiling

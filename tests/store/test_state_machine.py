@@ -84,9 +84,18 @@ async def test_validation_claim_is_exclusive_and_expires(store: Store) -> None:
     assert await store.claim_validation(B, T0 + 1, T0 + 31) is None  # held by A
     # A's lease lapses: B takes over.
     assert (await store.claim_validation(B, T0 + 31, T0 + 61)).id == b.id  # type: ignore[union-attr]
-    # A, no longer the holder, cannot move the batch on.
-    await store.start_batch(b.id, A, total=1, model="m", shards=[], now=5)
+    # A, no longer the holder, cannot move the batch on, nor record its shards: the
+    # new holder's own shards (same numbers) go in without a clash.
+    assert not await store.start_batch(
+        b.id, A, total=2, model="m", shards=shards_for(b.id, 2), now=5
+    )
     assert (await store.get_batch(b.id, tenant=None)).phase == "validate"  # type: ignore[union-attr]
+    assert await store.start_batch(b.id, B, total=2, model="m", shards=shards_for(b.id, 2), now=6)
+    assert (await store.get_batch(b.id, tenant=None)).phase == "run"  # type: ignore[union-attr]
+    # Once it runs, a late start by anyone changes nothing.
+    assert not await store.start_batch(
+        b.id, B, total=2, model="m", shards=shards_for(b.id, 2), now=7
+    )
 
 
 async def test_start_batch(store: Store) -> None:

@@ -53,6 +53,10 @@ class Router:
             return self._fallback
         return None
 
+    def is_fallback(self, route: Route) -> bool:
+        """Whether ``route`` is the fallback (the embedded models)."""
+        return route is self._fallback
+
     def endpoints_for(self, model: str) -> tuple[str, ...]:
         """The batch endpoints ``model`` can be sent to (none when nothing routes it).
 

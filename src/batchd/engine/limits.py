@@ -204,14 +204,18 @@ class Limits:
         self._by_name: dict[str, BackendLimit] = {}
         self._shares: dict[str, list[str]] = {}
         self._me = ""
+        self._live = 0
+        """Live workers in the registry at the last refresh, this one included."""
 
     def _share(self, configured: int, others: list[str]) -> int:
         """Our part of a backend's ``configured`` limit, the registry's ``others`` sending
         to it too. Engine processes started together by one ``batchd serve`` (``siblings``)
         start sending at the same moment, before either can see the other in the
-        registry: each counts on all of them from the first try, so that together they
-        never exceed the limit."""
-        if len({*others, self._me}) < self._siblings:
+        registry: until the registry shows as many live workers, each counts on all of
+        them, so that together they never exceed the limit. From then on the limit is
+        divided among those sending to the backend: a sibling that never sends to it
+        (engine/worker.py: the embedded models, a concurrency of 1) takes no part."""
+        if self._live < self._siblings:
             return max(1, configured // self._siblings)
         return share_of(configured, self._me, others)
 
@@ -254,6 +258,7 @@ class Limits:
     def apply(self, me: str, live: Mapping[str, Iterable[str]]) -> None:
         """Re-divide every backend's limit among the live workers sending to it."""
         self._me = me
+        self._live = len({*live, me})
         users: dict[str, list[str]] = {}
         for owner, backends in live.items():
             if owner != me:

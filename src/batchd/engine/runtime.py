@@ -49,6 +49,7 @@ def build_worker(
     observers: Observers | None = None,
     keys: KeyDirectory | None = None,
     siblings: int = 1,
+    sibling: int = 0,
 ) -> Worker:
     return Worker(
         store=store,
@@ -70,6 +71,7 @@ def build_worker(
             queue_limits=queue_limits(settings),
             adaptive_concurrency=settings.adaptive_concurrency,
             siblings=siblings,
+            sibling=sibling,
         ),
         observers=observers,
         limits_for=keys.limits_for if keys is not None else None,
@@ -103,6 +105,7 @@ class Runtime:
         observers: Sequence[EngineObserver | None] = (),
         companions: Sequence[Companion | None] = (),
         siblings: int = 1,
+        sibling: int = 0,
     ) -> Runtime:
         """Open the store (migrated), blobs and router; build the worker unless the
         API runs alone, with ``observers`` (``None`` entries are skipped). Nothing
@@ -117,8 +120,9 @@ class Runtime:
         worker = None
         if with_worker:
             worker = build_worker(
-                settings, store=store, blobs=blobs, router=router, keys=keys, siblings=siblings
-            )
+                settings, store=store, blobs=blobs, router=router, keys=keys,
+                siblings=siblings, sibling=sibling,
+            )  # fmt: skip
             for observer in observers:
                 if observer is not None:
                     worker.observers.add(observer)

@@ -24,12 +24,15 @@ async def run_worker(
     companions: Sequence[Companion] = (),
     on_start: Callable[[Worker], None] | None = None,
     siblings: int = 1,
+    sibling: int = 0,
 ) -> None:
     """Run one worker until SIGTERM or SIGINT, then drain it gracefully (``siblings``: the
-    engine processes of one ``batchd serve``, this one included)."""
+    engine processes of one ``batchd serve``, this one included; ``sibling``: which of
+    them this is, from 0)."""
     runtime = await Runtime.open(
-        settings, observers=[observers], companions=companions, siblings=siblings
-    )
+        settings, observers=[observers], companions=companions, siblings=siblings,
+        sibling=sibling,
+    )  # fmt: skip
     worker = runtime.worker
     assert worker is not None
     stop = asyncio.Event()

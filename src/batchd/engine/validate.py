@@ -87,9 +87,11 @@ async def validate_batch(
         await _announce(store, batch.id, observers)
         return
     shards = cutter.finish()
-    await store.start_batch(
+    if not await store.start_batch(
         batch.id, owner, total=report.total, model=report.model, shards=shards, now=now()
-    )
+    ):
+        log.warning("batch %s: validated, but another worker took it over meanwhile", batch.id)
+        return
     log.info("batch %s validated: %d requests in %d shards", batch.id, report.total, len(shards))
 
 

@@ -74,6 +74,11 @@ class WorkerOptions:
     """Seconds between worker-registry refreshes (the shared concurrency split)."""
     siblings: int = 1
     """Engine processes of one ``batchd serve``, this one included (engine/limits.py)."""
+    sibling: int = 0
+    """Which of them this is. The first runs every batch; the others only batches of
+    a model routed over HTTP to a backend whose ``concurrency`` gives each of them a
+    request (so a concurrency of 1 stays 1), never the embedded models (one engine
+    process loads them, and batches their requests together)."""
     adaptive_concurrency: bool = True
     """AIMD per backend (engine/limits.py); off: always the full share."""
     queue_limits: QueueLimits = field(default_factory=QueueLimits)
@@ -133,6 +138,7 @@ class Worker:
         self._main: asyncio.Task[None] | None = None
         self._batch_info: dict[str, BatchRecord] = {}
         self._deadlines: dict[str, int] = {}
+        self._can_run = self._sibling_runs if options.sibling > 0 else None
         """When the batches we run expire (kept past that until the store flags them)."""
         self._draining = False
 
@@ -244,6 +250,14 @@ class Worker:
         active = {key[0] for key in self._shards}
         self._stops = await self._store.stop_reasons(active) if active else {}
 
+    def _sibling_runs(self, model: str | None) -> bool:
+        route = self._router.resolve(model) if model is not None else None
+        return (
+            route is not None
+            and not self._router.is_fallback(route)
+            and route.concurrency >= self._opts.siblings
+        )
+
     def _until(self) -> float:
         return time.time() + self._opts.lease_seconds
 
@@ -278,26 +292,28 @@ class Worker:
             # shards (their tasks wake this loop) the next tick claims fairly, by
             # priority, among all of them rather than only among those already running.
             return
-        weights = self._weight_of
+        weights, can_run = self._weight_of, self._can_run
         while len(self._shards) < opts.max_shards:
             shard = await store.claim_shard(
-                self.owner, time.time(), self._until(), weight_of=weights
+                self.owner, time.time(), self._until(), weight_of=weights, can_run=can_run
             )
             if shard is None:
                 break
             self._start_shard(shard)
         while opts.max_shards <= len(self._shards) < opts.max_shards + opts.extra_shards:
             shard = await store.claim_shard(
-                self.owner, time.time(), self._until(), newcomers_only=True, weight_of=weights
-            )
+                self.owner, time.time(), self._until(), newcomers_only=True, weight_of=weights,
+                can_run=can_run,
+            )  # fmt: skip
             if shard is None:
                 break
             self._start_shard(shard)
         room = opts.max_shards + opts.extra_shards
         while room <= len(self._shards) < room + opts.tenant_shards:
             shard = await store.claim_shard(
-                self.owner, time.time(), self._until(), new_tenants_only=True, weight_of=weights
-            )
+                self.owner, time.time(), self._until(), new_tenants_only=True, weight_of=weights,
+                can_run=can_run,
+            )  # fmt: skip
             if shard is None:
                 break
             self._start_shard(shard)

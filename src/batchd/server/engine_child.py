@@ -56,7 +56,7 @@ def read_settings(fd: int) -> Settings:
     return Settings.model_validate_json(data.partition(b"\n")[0])
 
 
-async def run(settings: Settings, events_fd: int) -> None:
+async def run(settings: Settings, events_fd: int, sibling: int = 0) -> None:
     loop = asyncio.get_running_loop()
     events = os.fdopen(events_fd, "wb", buffering=0)
     # A write transport buffers instead of blocking the engine when the parent is slow.
@@ -78,7 +78,8 @@ async def run(settings: Settings, events_fd: int) -> None:
             settings,
             observers=Observers([forwarder]),
             on_start=started,
-            siblings=settings.engine_processes,
+            siblings=settings.engine_children,
+            sibling=sibling,
         )
     finally:
         forwarder.flush()
@@ -109,6 +110,7 @@ def _on_stdin(worker: Worker) -> None:
 
 def main() -> None:
     parent, events_fd = int(sys.argv[1]), int(sys.argv[2])
+    sibling = int(sys.argv[3]) if len(sys.argv) > 3 else 0
     die_with_parent(parent)
     settings = read_settings(0)
     if settings.engine_nice:
@@ -116,7 +118,7 @@ def main() -> None:
         # first: the engine only gets a batch done sooner, a client waits on the API.
         os.nice(settings.engine_nice)
     configure_logging(settings.log_level, settings.log_format)
-    asyncio.run(run(settings, events_fd))
+    asyncio.run(run(settings, events_fd, sibling))
 
 
 if __name__ == "__main__":

@@ -47,9 +47,11 @@ class EngineProcess:
         *,
         lookup: Callable[[str], Awaitable[BatchRecord | None]],
         observers: Observers | None = None,
+        sibling: int = 0,
     ) -> None:
         self.observers = observers or Observers()
         self._settings = settings
+        self._sibling = sibling
         self._lookup = lookup
         self._proc: asyncio.subprocess.Process | None = None
         self._supervisor: asyncio.Task[None] | None = None
@@ -149,6 +151,7 @@ class EngineProcess:
                 "batchd.server.engine_child",
                 str(os.getpid()),
                 str(write_fd),
+                str(self._sibling),
                 stdin=asyncio.subprocess.PIPE,
                 pass_fds=(write_fd,),
             )
@@ -200,8 +203,8 @@ class EngineProcesses:
     ) -> None:
         self.observers = Observers()
         self.children = [
-            EngineProcess(settings, lookup=lookup, observers=self.observers)
-            for _ in range(settings.engine_processes)
+            EngineProcess(settings, lookup=lookup, observers=self.observers, sibling=i)
+            for i in range(settings.engine_children)
         ]
 
     async def start(self) -> None:

@@ -88,8 +88,9 @@ class BatchStore(Protocol):
         model: str | None,
         shards: Sequence[ShardRecord],
         now: int,
-    ) -> None:
-        """Validation passed: record the shards and enter the run phase."""
+    ) -> bool:
+        """Validation passed: record the shards and enter the run phase; False (and
+        nothing changes) when ``owner`` no longer holds the batch's validation."""
         ...
 
     async def fail_batch(
@@ -145,6 +146,7 @@ class ClaimStore(Protocol):
         newcomers_only: bool = False,
         new_tenants_only: bool = False,
         weight_of: Callable[[str], float] | None = None,
+        can_run: Callable[[str | None], bool] | None = None,
     ) -> ShardRecord | None:
         """The next shard to run, in the fair order of store/fair_order.py: a tenant
         ``owner`` already runs while another working worker runs none of it last; then
@@ -153,7 +155,8 @@ class ClaimStore(Protocol):
 
         ``newcomers_only``: only from a batch with no shard running anywhere, or from a
         tenant with no shard running on ``owner``. ``new_tenants_only``: only from a
-        tenant with no shard running on ``owner``.
+        tenant with no shard running on ``owner``. ``can_run(model)``: only from
+        batches of a model ``owner`` may send to (default: any).
         """
         ...
 

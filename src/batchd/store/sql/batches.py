@@ -131,10 +131,30 @@ class BatchQueries(SqlCore):
         model: str | None,
         shards: Sequence[ShardRecord],
         now: int,
-    ) -> None:
-        """Validation passed: record the shards and enter the run phase."""
+    ) -> bool:
+        """Validation passed: record the shards and enter the run phase. False (and
+        nothing changes) when ``owner`` no longer holds the batch's validation: its
+        lease was taken over, and the new holder records the shards."""
         t, s = schema.batches, schema.shards
         async with self._write() as conn:
+            moved = await conn.execute(
+                update(t)
+                .where(
+                    t.c.id == batch_id,
+                    t.c.lease_owner == owner,
+                    t.c.phase == BatchPhase.VALIDATE,
+                )
+                .values(
+                    phase=BatchPhase.RUN,
+                    total=total,
+                    model=model,
+                    in_progress_at=now,
+                    lease_owner=None,
+                    lease_until=None,
+                )
+            )
+            if not moved.rowcount:
+                return False
             if shards:
                 await conn.execute(
                     insert(s),
@@ -152,18 +172,6 @@ class BatchQueries(SqlCore):
                         for sh in shards
                     ],
                 )
-            await conn.execute(
-                update(t)
-                .where(t.c.id == batch_id, t.c.lease_owner == owner)
-                .values(
-                    phase=BatchPhase.RUN,
-                    total=total,
-                    model=model,
-                    in_progress_at=now,
-                    lease_owner=None,
-                    lease_until=None,
-                )
-            )
             # A batch cancelled while validating stays "cancelling".
             await conn.execute(
                 update(t)
@@ -171,6 +179,7 @@ class BatchQueries(SqlCore):
                 .values(status=BatchStatus.IN_PROGRESS)
             )
             await self.dialect.notify(conn)  # other workers can start on its shards now
+        return True
 
     async def fail_batch(
         self,

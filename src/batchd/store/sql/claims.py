@@ -15,7 +15,7 @@ over two small reads, and only the chosen shard's row is locked.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import and_, exists, or_, select, update
@@ -113,6 +113,7 @@ class ClaimQueries(SqlCore):
         newcomers_only: bool = False,
         new_tenants_only: bool = False,
         weight_of: WeightOf | None = None,
+        can_run: Callable[[str | None], bool] | None = None,
     ) -> ShardRecord | None:
         """The next shard to run, fairly between tenants (see :func:`claim_order`).
 
@@ -121,6 +122,7 @@ class ClaimQueries(SqlCore):
         start a newly arrived batch, and give a key with work elsewhere a share here.
         ``new_tenants_only``: only from a tenant with no shard running on ``owner``, so
         one key's many new batches cannot take every place a worker has.
+        ``can_run(model)``: only from batches of a model this worker may send to.
         """
         s, b = schema.shards, schema.batches
         free = or_(s.c.lease_until.is_(None), s.c.lease_until < now)
@@ -134,13 +136,18 @@ class ClaimQueries(SqlCore):
             )
             running = Running.of(held.all(), owner)
             waiting = await conn.execute(
-                select(b.c.id, b.c.tenant, b.c.priority, b.c.seq).where(
+                select(b.c.id, b.c.tenant, b.c.priority, b.c.seq, b.c.model).where(
                     b.c.phase == BatchPhase.RUN,
                     b.c.stop_reason.is_(None),
                     exists().where(s.c.batch_id == b.c.id, s.c.done.is_(False), free),
                 )
             )
-            for batch_id, tenant in claim_order(waiting.all(), running, weight_of):
+            candidates = [
+                (batch_id, tenant, priority, seq)
+                for batch_id, tenant, priority, seq, model in waiting.all()
+                if can_run is None or can_run(model)
+            ]
+            for batch_id, tenant in claim_order(candidates, running, weight_of):
                 if newcomers_only and running.batches[batch_id] and tenant in running.mine:
                     continue
                 if new_tenants_only and tenant in running.mine:
