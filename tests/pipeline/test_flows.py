@@ -141,7 +141,10 @@ def test_retry_length_resubmits_same_custom_ids(
 def test_cancel_running_run(
     tmp_path: Path, slow_server: EmbeddedServer, upstream: UpstreamServer
 ) -> None:
-    upstream.reset(Faults(delay=2.0))  # a 2-line batch needs 4 s: still running at cancel
+    # A 2-line batch needs 16 s: still running at the cancel, after two CLI commands
+    # that each take seconds to start on a loaded 2-core machine (at 2 s a line, the
+    # first batch once finished first, and the run uploaded its third chunk).
+    upstream.reset(Faults(delay=8.0))
     client = openai.OpenAI(base_url=slow_server.base_url, api_key="k", max_retries=2)
     src = write_csv(tmp_path / "in.csv", [{"word": f"w{i}"} for i in range(6)])
     out = tmp_path / "out.csv"
