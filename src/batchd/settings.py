@@ -30,8 +30,7 @@ from pydantic_settings import (
 
 MB = 1024 * 1024
 AUTO_ENGINE_PROCESSES = 2
-"""Engine children at most when ``engine_processes`` is 0 (auto): one per core, and
-the API keeps a share of a 2-core machine (bench/bench_load.py)."""
+"""Engine children at most when ``engine_processes`` is 0 (auto): one per core."""
 
 
 class BackendConfig(BaseModel):
@@ -233,6 +232,7 @@ class Settings(BaseSettings):
         "Not yet the default: with two, webhook events can be delivered twice, and key "
         "weights hold less well (docs/scaling.md).",
     )
+
     @property
     def engine_children(self) -> int:
         """``engine_processes``, with 0 (auto) resolved: one per usable core, at most 2."""

@@ -138,8 +138,8 @@ class Worker:
         self._main: asyncio.Task[None] | None = None
         self._batch_info: dict[str, BatchRecord] = {}
         self._deadlines: dict[str, int] = {}
-        self._can_run = self._sibling_runs if options.sibling > 0 else None
         """When the batches we run expire (kept past that until the store flags them)."""
+        self._can_run = self._sibling_runs if options.sibling > 0 else None
         self._draining = False
 
     # ------------------------------------------------------------ lifecycle
@@ -292,31 +292,27 @@ class Worker:
             # shards (their tasks wake this loop) the next tick claims fairly, by
             # priority, among all of them rather than only among those already running.
             return
-        weights, can_run = self._weight_of, self._can_run
-        while len(self._shards) < opts.max_shards:
-            shard = await store.claim_shard(
-                self.owner, time.time(), self._until(), weight_of=weights, can_run=can_run
-            )
-            if shard is None:
+        # Places in tiers, each claim narrower than the last: any shard up to
+        # max_shards, then newcomer batches or keys, then keys new to this worker.
+        # A tier that runs out below its top leaves none for the narrower ones.
+        newcomers = opts.max_shards + opts.extra_shards
+        tiers = (
+            (opts.max_shards, False, False),
+            (newcomers, True, False),
+            (newcomers + opts.tenant_shards, False, True),
+        )
+        for top, newcomers_only, new_tenants_only in tiers:
+            while len(self._shards) < top:
+                shard = await store.claim_shard(
+                    self.owner, time.time(), self._until(), newcomers_only=newcomers_only,
+                    new_tenants_only=new_tenants_only, weight_of=self._weight_of,
+                    can_run=self._can_run,
+                )  # fmt: skip
+                if shard is None:
+                    break
+                self._start_shard(shard)
+            if len(self._shards) < top:
                 break
-            self._start_shard(shard)
-        while opts.max_shards <= len(self._shards) < opts.max_shards + opts.extra_shards:
-            shard = await store.claim_shard(
-                self.owner, time.time(), self._until(), newcomers_only=True, weight_of=weights,
-                can_run=can_run,
-            )  # fmt: skip
-            if shard is None:
-                break
-            self._start_shard(shard)
-        room = opts.max_shards + opts.extra_shards
-        while room <= len(self._shards) < room + opts.tenant_shards:
-            shard = await store.claim_shard(
-                self.owner, time.time(), self._until(), new_tenants_only=True, weight_of=weights,
-                can_run=can_run,
-            )  # fmt: skip
-            if shard is None:
-                break
-            self._start_shard(shard)
         batch = await store.claim_finalization(self.owner, time.time(), self._until())
         if batch is not None:
             self._spawn(
