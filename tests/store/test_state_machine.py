@@ -109,7 +109,11 @@ async def test_fail_batch(store: Store) -> None:
     b = await new_batch(store)
     await store.claim_validation(A, T0, T0 + 30)
     errors = [{"code": "empty_file", "message": "x", "param": None, "line": None}]
-    await store.fail_batch(b.id, A, errors=errors, total=0, model=None, now=9)
+    assert not await store.fail_batch(b.id, B, errors=[], total=0, model=None, now=8)
+    assert await store.fail_batch(b.id, A, errors=errors, total=0, model=None, now=9)
+    # Done once: a second call (a retried validation, another engine) changes nothing,
+    # so the failure is announced once.
+    assert not await store.fail_batch(b.id, A, errors=[], total=0, model=None, now=10)
     got = await store.get_batch(b.id, tenant="t")
     assert got is not None
     assert (got.status, got.phase, got.failed_at, got.errors) == ("failed", "done", 9, errors)

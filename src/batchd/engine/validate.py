@@ -59,17 +59,19 @@ async def validate_batch(
     except FileNotFoundError:
         message = f"The input file {batch.input_file_id} no longer exists."
         errors = [{"code": "missing_input_file", "message": message, "param": None, "line": None}]
-        await store.fail_batch(batch.id, owner, errors=errors, total=0, model=None, now=now())
-        await _announce(store, batch.id, observers)
+        if await store.fail_batch(
+            batch.id, owner, errors=errors, total=0, model=None, now=now()
+        ):
+            await _announce(store, batch.id, observers)
         return
     report = validator.finish()
     if not report.ok:
         errors = [dataclasses.asdict(e) for e in report.errors]
         log.info("batch %s failed validation: %d errors", batch.id, report.error_count)
-        await store.fail_batch(
+        if await store.fail_batch(
             batch.id, owner, errors=errors, total=report.total, model=report.model, now=now()
-        )
-        await _announce(store, batch.id, observers)
+        ):
+            await _announce(store, batch.id, observers)
         return
     # Admission records the batch's counts on it (so the next batch's check sums them)
     # even without limits: limits set later then see the work already queued.
@@ -80,11 +82,11 @@ async def validate_batch(
     )  # fmt: skip
     if refused is not None:
         log.info("batch %s refused by the %s queue limit", batch.id, refused[0])
-        await store.fail_batch(
+        if await store.fail_batch(
             batch.id, owner, errors=[limit_error(*refused, report.model)], total=report.total,
             model=report.model, now=now(),
-        )  # fmt: skip
-        await _announce(store, batch.id, observers)
+        ):  # fmt: skip
+            await _announce(store, batch.id, observers)
         return
     shards = cutter.finish()
     if not await store.start_batch(
@@ -112,6 +114,7 @@ async def _scan(
 
 
 async def _announce(store: Store, batch_id: str, observers: Observers | None) -> None:
+    """Tell the observers once: only the worker whose ``fail_batch`` took effect calls it."""
     if observers is None:
         return
     final = await store.get_batch(batch_id, tenant=None)

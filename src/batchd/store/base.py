@@ -102,7 +102,9 @@ class BatchStore(Protocol):
         total: int,
         model: str | None,
         now: int,
-    ) -> None: ...
+    ) -> bool:
+        """Fail a batch in validation; False (nothing changed) unless ``owner`` holds it."""
+        ...
 
     async def set_output_ids(
         self, batch_id: str, owner: str, output_file_id: str, error_file_id: str
@@ -204,9 +206,14 @@ class ResultStore(Protocol):
 class WorkerStore(Protocol):
     """The registry of live workers (for sharing backend concurrency limits)."""
 
-    async def heartbeat_worker(self, owner: str, now: float, backends: Sequence[str]) -> None: ...
+    async def heartbeat_worker(
+        self, owner: str, now: float, backends: Mapping[str, Sequence[str]]
+    ) -> None:
+        """``backends``: each backend this worker sends to, with the tenants it has work
+        for there (the weighted split of engine/limits.py)."""
+        ...
 
-    async def live_workers(self, since: float) -> dict[str, list[str]]: ...
+    async def live_workers(self, since: float) -> dict[str, dict[str, list[str]]]: ...
 
     async def forget_workers(self, *, owners: Sequence[str] = (), before: float = 0.0) -> None: ...
 

@@ -190,12 +190,14 @@ class BatchQueries(SqlCore):
         total: int,
         model: str | None,
         now: int,
-    ) -> None:
+    ) -> bool:
         t = schema.batches
         async with self._write() as conn:
-            await conn.execute(
+            res = await conn.execute(
                 update(t)
-                .where(t.c.id == batch_id, t.c.lease_owner == owner)
+                .where(
+                    t.c.id == batch_id, t.c.lease_owner == owner, t.c.phase == BatchPhase.VALIDATE
+                )
                 .values(
                     phase=BatchPhase.DONE,
                     status=BatchStatus.FAILED,
@@ -207,6 +209,7 @@ class BatchQueries(SqlCore):
                     lease_until=None,
                 )
             )
+        return res.rowcount == 1
 
     async def set_output_ids(
         self, batch_id: str, owner: str, output_file_id: str, error_file_id: str

@@ -31,14 +31,15 @@ from batchd.store.sql.core import SqlCore
 class ClaimQueries(SqlCore):
     async def claim_validation(self, owner: str, now: float, until: float) -> BatchRecord | None:
         t = schema.batches
-        free = or_(t.c.lease_until.is_(None), t.c.lease_until < now)
+        validating = t.c.phase == BatchPhase.VALIDATE
         return await self._claim_batch(
             self.dialect.skip_locked(
                 select(t.c.id)
-                .where(t.c.phase == BatchPhase.VALIDATE, free)
+                .where(validating, _free(t, now))
                 .order_by(t.c.priority.desc(), t.c.seq)
                 .limit(1)
             ),
+            validating,
             owner,
             now,
             until,
@@ -48,7 +49,6 @@ class ClaimQueries(SqlCore):
     async def claim_finalization(self, owner: str, now: float, until: float) -> BatchRecord | None:
         """A batch ready to finalize: all shards done, or stopped with no shard in flight."""
         t, s = schema.batches, schema.shards
-        free = or_(t.c.lease_until.is_(None), t.c.lease_until < now)
         open_shard = exists().where(s.c.batch_id == t.c.id, s.c.done.is_(False))
         busy_shard = exists().where(
             s.c.batch_id == t.c.id, s.c.done.is_(False), s.c.lease_until >= now
@@ -61,8 +61,12 @@ class ClaimQueries(SqlCore):
         )
         batch = await self._claim_batch(
             self.dialect.skip_locked(
-                select(t.c.id).where(free, ready).order_by(t.c.priority.desc(), t.c.seq).limit(1)
+                select(t.c.id)
+                .where(_free(t, now), ready)
+                .order_by(t.c.priority.desc(), t.c.seq)
+                .limit(1)
             ),
+            ready,
             owner,
             now,
             until,
@@ -84,8 +88,21 @@ class ClaimQueries(SqlCore):
         return batch
 
     async def _claim_batch(
-        self, candidate: Any, owner: str, now: float, until: float, values: dict[str, Any]
+        self,
+        candidate: Any,
+        still: Any,
+        owner: str,
+        now: float,
+        until: float,
+        values: dict[str, Any],
     ) -> BatchRecord | None:
+        """Lease the batch ``candidate`` selects if it is free and ``still`` holds.
+
+        The update checks both again: with several processes on one SQLite file the
+        select and the update are not one snapshot (the select runs before the write
+        transaction begins), so another worker may have claimed the batch and moved it
+        on (validated it, say) in between. Leasing it anyway held a batch in its run
+        phase that nobody would then finalize."""
         t = schema.batches
         async with self._write() as conn:
             batch_id = (await conn.execute(candidate)).scalar()
@@ -93,10 +110,7 @@ class ClaimQueries(SqlCore):
                 return None
             res = await conn.execute(
                 update(t)
-                .where(
-                    t.c.id == batch_id,
-                    or_(t.c.lease_until.is_(None), t.c.lease_until < now),
-                )
+                .where(t.c.id == batch_id, _free(t, now), still)
                 .values(lease_owner=owner, lease_until=until, **values)
             )
             if not res.rowcount:
@@ -166,8 +180,15 @@ class ClaimQueries(SqlCore):
                 if shard_no is None:
                     continue  # another worker is taking this batch's last free shards
                 res = await conn.execute(
+                    # Not done, again: another process may have run it meanwhile (see
+                    # _claim_batch).
                     update(s)
-                    .where(s.c.batch_id == batch_id, s.c.shard_no == shard_no, free)
+                    .where(
+                        s.c.batch_id == batch_id,
+                        s.c.shard_no == shard_no,
+                        s.c.done.is_(False),
+                        free,
+                    )
                     .values(lease_owner=owner, lease_until=until)
                 )
                 if not res.rowcount:
@@ -237,3 +258,8 @@ class ClaimQueries(SqlCore):
                     .where(table.c.lease_owner.in_(list(owners)))
                     .values(lease_owner=None, lease_until=None)
                 )
+
+
+def _free(table: Any, now: float) -> Any:
+    """No live lease on the row."""
+    return or_(table.c.lease_until.is_(None), table.c.lease_until < now)
