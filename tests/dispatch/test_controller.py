@@ -142,3 +142,21 @@ def test_background_keeps_step_latency_within_the_slowdown_and_gives_way() -> No
 def test_not_adaptive_is_the_ceiling() -> None:
     ctl = Controller(64, adaptive=False)
     assert ctl.limit == 64 and ctl.phase == "fixed"
+
+
+def test_a_limit_held_at_the_ceiling_follows_the_ceiling_up() -> None:
+    # Held at its share of a shared ceiling (not at the server's knee): when the share
+    # grows (another worker's work moved away), the limit goes with it at once, not by
+    # a probe of 5% every few rounds.
+    server = VirtualServer(256, 0.010, 0.00005, 50)
+    ctl, _ = run(server, 400, ceiling=20)
+    assert ctl.phase == "hold" and ctl.limit == 20
+    ctl.set_ceiling(60)
+    assert ctl.limit == 60
+    # A limit held at a knee below the ceiling stays at the knee.
+    small = VirtualServer(4, 0.030, 0.020, 20)
+    knee, _ = run(small, 120, ceiling=64)
+    held = knee.limit
+    assert knee.phase == "hold" and held < 64
+    knee.set_ceiling(128)
+    assert knee.limit == held

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from batchd.engine.fair import Claimant
-from batchd.engine.limits import BackendLimit, Limits, share_of
+from batchd.engine.limits import BackendLimit, Limits, demands, share_of, weighted_share_of
 
 pytestmark = pytest.mark.anyio
 
@@ -114,3 +114,44 @@ def test_sibling_engines_split_the_ceiling_from_their_first_try() -> None:
     assert limits.get("up", 16).ceiling == 16
     assert limits.get("local", 64).ceiling == 64  # a backend first used from now on
     assert Limits().get("alone", 16).ceiling == 16  # one engine: the whole ceiling
+
+
+def test_weighted_share_of_divides_by_demand_and_sums_to_the_limit() -> None:
+    demand = {"a": 3.5, "b": 0.5}
+    assert [weighted_share_of(8, me, demand) for me in ("a", "b")] == [7, 1]
+    demand = {"a": 1.0, "b": 1.0, "c": 1.0}
+    parts = [weighted_share_of(10, me, demand) for me in ("a", "b", "c")]
+    assert parts == [share_of(10, me, ["a", "b", "c"]) for me in ("a", "b", "c")]
+    assert sum(parts) == 10
+    assert weighted_share_of(2, "c", {"a": 5.0, "b": 5.0, "c": 0.1}) == 1  # never starved
+
+
+def test_a_tenant_with_work_on_two_workers_counts_half_its_weight_on_each() -> None:
+    demand, spread = demands({"w1": ["heavy", "light"], "w2": ["light"], "w3": []},
+                             {"heavy": 3.0, "light": 1.0}.__getitem__)  # fmt: skip
+    assert spread == {"heavy": 1, "light": 2}
+    assert demand == {"w1": 3.5, "w2": 0.5, "w3": 1.0}  # a worker naming no tenant: one
+
+
+async def test_keys_keep_their_weights_across_workers() -> None:
+    # This worker holds shards of both keys, a second one only of the light key. An even
+    # split (4 and 4, each divided 3:1 locally) gave the light key 1 + 4 of 8 in flight;
+    # by demand this worker gets 7, of which the light key 1 (its other worker 1) and the
+    # heavy key 6: three to one over both workers together.
+    weights = {"heavy": 3.0, "light": 1.0}
+    limits = Limits(adaptive=False, weight_of=weights.__getitem__)
+    lim = limits.get("up", 8)
+    heavy, light = Claimant("heavy", "h1"), Claimant("light", "l1")
+    lim.set_ceiling(1)
+    await lim.acquire_slot(light)
+    queued = [light] * 8 + [heavy] * 8
+    waiters = [asyncio.create_task(lim.acquire_slot(who)) for who in queued]
+    await asyncio.sleep(0)
+    assert limits.demand() == {"up": ["heavy", "light"]}
+    limits.apply("me", {"me": {"up": ["heavy", "light"]}, "w2": {"up": ["light"]}})
+    assert lim.ceiling == 7
+    await asyncio.sleep(0)
+    granted = [who.tenant for who, t in zip(queued, waiters, strict=True) if t.done()]
+    assert sorted(granted) == ["heavy"] * 6  # the light key holds its 1 already
+    for t in waiters:
+        t.cancel()

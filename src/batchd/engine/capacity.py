@@ -241,9 +241,14 @@ class Controller:
             self._set(self.limit + max(1.0, self.limit / 16))
 
     def set_ceiling(self, ceiling: int) -> None:
-        self.ceiling = max(1, ceiling)
+        old, self.ceiling = self.ceiling, max(1, ceiling)
         if not self.adaptive:
             self.limit = float(self.ceiling)
+        elif self.ceiling > old and self.limit >= old and self.phase == "hold":
+            # Held at the old ceiling, not at a knee: follow it up (a queue there is
+            # judged at the next round), short of where the upstream refused before.
+            cap = self._rate_cap if self._rate_cap is not None else math.inf
+            self._enter_hold(max(self.limit, min(float(self.ceiling), cap - 1)))
         self.limit = min(self.limit, float(self.ceiling))
 
     @property

@@ -180,6 +180,10 @@ class FairGate:
     def pause(self, seconds: float) -> None:
         self.paused_until = max(self.paused_until, time.monotonic() + seconds)
 
+    def tenants_with_work(self) -> list[str]:
+        """Tenants holding or waiting for a unit, sorted."""
+        return sorted(n for n, t in self._tenants.items() if t.held or t.waiting)
+
     def held_by(self, tenant: str) -> int:
         t = self._tenants.get(tenant)
         return t.held if t is not None else 0

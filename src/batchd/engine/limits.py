@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from batchd.engine.capacity import Controller
-from batchd.engine.fair import ANYONE, Claimant, FairGate, WeightOf
+from batchd.engine.fair import ANYONE, MIN_WEIGHT, Claimant, FairGate, WeightOf, equal_weights
 from batchd.engine.tries import Ticket, completion_tokens
 
 LOAD_INTERVAL = 0.2
@@ -48,6 +48,50 @@ def share_of(limit: int, me: str, participants: Iterable[str]) -> int:
     everyone = sorted({*participants, me})
     n, rank = len(everyone), everyone.index(me)
     return max(1, limit // n + (1 if rank < limit % n else 0))
+
+
+def weighted_share_of(limit: int, me: str, demands: Mapping[str, float]) -> int:
+    """This worker's part of ``limit`` in proportion to each worker's ``demands`` (``me``
+    among them): largest remainders, so the parts sum to ``limit``; ties by name. Every
+    worker still gets 1 (the limit is then exceeded, never starved)."""
+    total = sum(demands.values())
+    if total <= 0 or me not in demands:
+        return share_of(limit, me, demands)
+    exact = {owner: limit * d / total for owner, d in demands.items()}
+    parts = {owner: int(x) for owner, x in exact.items()}
+    left = limit - sum(parts.values())
+    by_remainder = sorted(exact, key=lambda o: (parts[o] - exact[o], o))
+    for owner in by_remainder[:left]:
+        parts[owner] += 1
+    return max(1, parts[me])
+
+
+Registry = Mapping[str, "Mapping[str, Sequence[str]] | Sequence[str]"]
+"""Live workers as the registry lists them: per worker, the backends it sends to, each
+with the tenants (API keys) it has work for there (a bare list of backends: none known)."""
+
+
+def demands(
+    workers: Mapping[str, Sequence[str]], weight_of: WeightOf
+) -> tuple[dict[str, float], dict[str, int]]:
+    """For one backend: each worker's demand, and on how many workers each tenant has work.
+
+    ``workers``: the workers sending to it, each with the tenants it has work for there.
+    A tenant with work on ``k`` workers counts ``weight / k`` on each, and a worker's
+    demand is the sum over its tenants (one that names none counts as one tenant of
+    weight 1). Dividing the backend's limit by demand, and each worker's part among its
+    tenants by ``weight / k``, gives every tenant its weighted share of the whole limit
+    wherever its shards run.
+    """
+    spread: dict[str, int] = {}
+    for tenants in workers.values():
+        for t in tenants:
+            spread[t] = spread.get(t, 0) + 1
+    demand = {
+        owner: sum(max(weight_of(t), MIN_WEIGHT) / spread[t] for t in tenants) if tenants else 1.0
+        for owner, tenants in workers.items()
+    }
+    return demand, spread
 
 
 LoadProbe = Callable[[], Awaitable["tuple[int, int] | None"]]
@@ -76,8 +120,16 @@ class BackendLimit:
         self.control = Controller(
             self.ceiling, adaptive=adaptive, background=background, slowdown=slowdown
         )
-        self._slots = FairGate(self.ceiling, weight_of)
-        self._sends = FairGate(max(1, int(self.control.window)), weight_of)
+        base = weight_of or equal_weights
+        self._spread: Mapping[str, int] = {}
+        """On how many workers each tenant has work here (see :func:`demands`)."""
+
+        def share_weight(tenant: str) -> float:
+            # A tenant whose work also runs elsewhere gets that part of its weight here.
+            return base(tenant) / self._spread.get(tenant, 1)
+
+        self._slots = FairGate(self.ceiling, share_weight)
+        self._sends = FairGate(max(1, int(self.control.window)), share_weight)
         self._probe = probe
         self._poller: asyncio.Task[None] | None = None
         self._ramping: asyncio.TimerHandle | None = None
@@ -107,6 +159,14 @@ class BackendLimit:
 
     def release_slot(self, who: Claimant = ANYONE) -> None:
         self._slots.release(who)
+
+    def tenants(self) -> list[str]:
+        """Tenants with lines here: holding a slot or waiting for one."""
+        return self._slots.tenants_with_work()
+
+    def set_spread(self, spread: Mapping[str, int]) -> None:
+        """On how many workers each tenant has work here (from the registry)."""
+        self._spread = spread
 
     def set_ceiling(self, ceiling: int) -> None:
         ceiling = max(1, ceiling)
@@ -202,22 +262,24 @@ class Limits:
         self._idle_after = idle_after
         self._siblings = max(1, siblings)
         self._by_name: dict[str, BackendLimit] = {}
-        self._shares: dict[str, list[str]] = {}
+        self._shares: dict[str, dict[str, Sequence[str]]] = {}
+        """Per backend, the other live workers sending to it, with their tenants there."""
         self._me = ""
         self._live = 0
         """Live workers in the registry at the last refresh, this one included."""
 
-    def _share(self, configured: int, others: list[str]) -> int:
-        """Our part of a backend's ``configured`` limit, the registry's ``others`` sending
-        to it too. Engine processes started together by one ``batchd serve`` (``siblings``)
-        start sending at the same moment, before either can see the other in the
-        registry: until the registry shows as many live workers, each counts on all of
-        them, so that together they never exceed the limit. From then on the limit is
-        divided among those sending to the backend: a sibling that never sends to it
-        (engine/worker.py: the embedded models, a concurrency of 1) takes no part."""
+    def _share(self, configured: int, demand: Mapping[str, float]) -> int:
+        """Our part of a backend's ``configured`` limit, by the ``demand`` of each worker
+        sending to it (ours included; see :func:`demands`). Engine processes started
+        together by one ``batchd serve`` (``siblings``) start sending at the same moment,
+        before either can see the other in the registry: until the registry shows as many
+        live workers, each counts on all of them, so that together they never exceed the
+        limit. From then on the limit is divided among those sending to the backend: a
+        sibling that never sends to it (engine/worker.py: the embedded models, a
+        concurrency of 1) takes no part."""
         if self._live < self._siblings:
             return max(1, configured // self._siblings)
-        return share_of(configured, self._me, others)
+        return weighted_share_of(configured, self._me, demand)
 
     def get(
         self,
@@ -232,7 +294,7 @@ class Limits:
         limit = self._by_name.get(name)
         if limit is None:
             # A backend not seen before: take our share at once, not at the next heartbeat.
-            ceiling = self._share(configured, self._shares.get(name, []))
+            ceiling = self._share(configured, self._demand(name, []))
             limit = BackendLimit(
                 name,
                 configured,
@@ -255,18 +317,37 @@ class Limits:
             if limit.busy or t - limit.last_used < self._idle_after
         )
 
-    def apply(self, me: str, live: Mapping[str, Iterable[str]]) -> None:
-        """Re-divide every backend's limit among the live workers sending to it."""
+    def demand(self) -> dict[str, list[str]]:
+        """What the registry hears from us: the backends we send to (:meth:`active`),
+        each with the tenants we have work for there."""
+        return {name: self._by_name[name].tenants() for name in self.active()}
+
+    def apply(self, me: str, live: Registry) -> None:
+        """Re-divide every backend's limit among the live workers sending to it, by
+        their tenants' weights (:func:`demands`)."""
         self._me = me
         self._live = len({*live, me})
-        users: dict[str, list[str]] = {}
+        users: dict[str, dict[str, Sequence[str]]] = {}
         for owner, backends in live.items():
-            if owner != me:
-                for name in backends:
-                    users.setdefault(name, []).append(owner)
+            if owner == me:
+                continue
+            named = backends if isinstance(backends, Mapping) else dict.fromkeys(backends, ())
+            for name, tenants in named.items():
+                users.setdefault(name, {})[owner] = tenants
         self._shares = users
         for name, limit in self._by_name.items():
-            limit.set_ceiling(self._share(limit.configured, users.get(name, [])))
+            demand, spread = self._demands(name, limit.tenants())
+            limit.set_spread(spread)
+            limit.set_ceiling(self._share(limit.configured, demand))
+
+    def _demand(self, name: str, mine: Sequence[str]) -> dict[str, float]:
+        return self._demands(name, mine)[0]
+
+    def _demands(
+        self, name: str, mine: Sequence[str]
+    ) -> tuple[dict[str, float], dict[str, int]]:
+        workers = {**self._shares.get(name, {}), self._me: mine}
+        return demands(workers, self._weight_of or equal_weights)
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """Per backend: ceiling, limit, tries in flight, the server's queue (its gauge

@@ -128,7 +128,7 @@ class Worker:
         )
         self.limits = self.executor.limits
         self._listener = store.listener(self.wake)
-        self._registered: list[str] | None = None
+        self._registered: dict[str, list[str]] | None = None
         self._workers = 1  # live workers at the last registry refresh, this one included
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -196,7 +196,7 @@ class Worker:
                 if t - last_heartbeat >= self._opts.lease_seconds / 3:
                     await self._heartbeat()
                     last_heartbeat = t
-                active = self.limits.active()
+                active = self.limits.demand()
                 if t - last_registry >= self._opts.registry_interval or (
                     active != self._registered
                 ):
@@ -230,8 +230,9 @@ class Worker:
         # Registry rows of workers gone for long (killed on another host) are garbage.
         await self._store.forget_workers(owners=dead, before=t - 10 * self._opts.lease_seconds)
 
-    async def _register(self, active: list[str]) -> None:
-        """Say which backends we send to; take our share of each backend's limit."""
+    async def _register(self, active: dict[str, list[str]]) -> None:
+        """Say which backends we send to, and for which tenants; take our share of each
+        backend's limit."""
         t = time.time()
         await self._store.heartbeat_worker(self.owner, t, active)
         self._registered = active
