@@ -160,3 +160,15 @@ def test_a_limit_held_at_the_ceiling_follows_the_ceiling_up() -> None:
     assert knee.phase == "hold" and held < 64
     knee.set_ceiling(128)
     assert knee.limit == held
+
+
+def test_a_limit_on_requests_in_flight_is_held_just_below_once_confirmed() -> None:
+    # Refused at 17 in startup (a cut, as for any 429), then again at 17 when a probe goes
+    # back there: that is a limit on requests in flight and 16 is fine, so the limit stays
+    # at 16 rather than falling to 85% and climbing back every few seconds.
+    server = VirtualServer(1000, 0.010, 0.0, 10, reject_above=16)
+    ctl, took = run(server, 8000)
+    late = [lim for t, lim in server.limits if t > took * 0.3]
+    assert min(late) >= 15, sorted(set(late))
+    best = VirtualServer(1000, 0.010, 0.0, 10).best_fixed(8000, [16])
+    assert best / took >= 0.93

@@ -42,7 +42,8 @@ multiplicatively above it, and keeps a publishing server's queue empty.
 **429** (every mode) cuts the limit to :data:`RATE_CUT` of the tries in flight, once
 per round trip (answers to tries sent before the last cut do not cut again), pauses
 new tries for the ``Retry-After`` asked, and remembers where it happened so that the
-probes near that level are rare.
+probes near that level are rare. Refused again at that same level (a probe back to it),
+the upstream limits requests in flight: the limit holds one below it, with no cut.
 
 The controller is pure bookkeeping on a clock passed in, so tests drive it in
 simulated time; :mod:`batchd.engine.limits` wires it to real tries.
@@ -332,11 +333,17 @@ class Controller:
             return
         self.epoch += 1
         self.cuts += 1
+        # Refused again where it was refused before (a probe to that level): a limit on
+        # requests in flight, and the level below it was fine; hold there, no cut.
+        again = self._rate_cap is not None and level >= self._rate_cap and level > 1
         self._rate_cap = level
         if self.phase in ("startup", "search"):
             self.phase = "hold"
         self._probe = None
         self._hold_until = now + max(HOLD_SECONDS, min(retry_after or 0.0, 5.0))
+        if again:
+            self._set(min(self.limit, level - 1))
+            return
         self._set(max(1.0, math.floor(min(self.limit, level - 1) * RATE_CUT)))
 
     def _end_round(self, now: float, unit: float) -> None:
