@@ -18,7 +18,14 @@ from typing import Any, Protocol
 
 from batchd.states import BatchStatus, StopReason
 from batchd.store.key_records import ApiKeyRecord, TenantUsage
-from batchd.store.records import BatchRecord, FileRecord, Page, ResultRow, ShardRecord
+from batchd.store.records import (
+    BackendUse,
+    BatchRecord,
+    FileRecord,
+    Page,
+    ResultRow,
+    ShardRecord,
+)
 from batchd.store.upload_records import IdempotencyRecord, PartRecord, UploadRecord
 
 
@@ -207,13 +214,13 @@ class WorkerStore(Protocol):
     """The registry of live workers (for sharing backend concurrency limits)."""
 
     async def heartbeat_worker(
-        self, owner: str, now: float, backends: Mapping[str, Sequence[str]]
+        self, owner: str, now: float, backends: Mapping[str, BackendUse]
     ) -> None:
         """``backends``: each backend this worker sends to, with the tenants it has work
-        for there (the weighted split of engine/limits.py)."""
+        for there and the slots it may hold (the split of engine/limits.py)."""
         ...
 
-    async def live_workers(self, since: float) -> dict[str, dict[str, list[str]]]: ...
+    async def live_workers(self, since: float) -> dict[str, dict[str, BackendUse]]: ...
 
     async def forget_workers(self, *, owners: Sequence[str] = (), before: float = 0.0) -> None: ...
 
