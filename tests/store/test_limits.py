@@ -8,7 +8,6 @@ import pytest
 
 from batchd.engine.fair import Claimant
 from batchd.engine.limits import BackendLimit, Limits, demands, share_of, weighted_share_of
-from batchd.store.records import BackendUse
 
 pytestmark = pytest.mark.anyio
 
@@ -149,36 +148,10 @@ async def test_keys_keep_their_weights_across_workers() -> None:
     waiters = [asyncio.create_task(lim.acquire_slot(who)) for who in queued]
     await asyncio.sleep(0)
     assert limits.demand() == {"up": ["heavy", "light"]}
-    assert limits.usage() == {"up": BackendUse(keys=["heavy", "light"], holds=1)}
-    limits.apply("me", {"w2": {"up": BackendUse(keys=["light"], holds=1)}})
+    limits.apply("me", {"me": {"up": ["heavy", "light"]}, "w2": {"up": ["light"]}})
     assert lim.ceiling == 7
     await asyncio.sleep(0)
     granted = [who.tenant for who, t in zip(queued, waiters, strict=True) if t.done()]
     assert sorted(granted) == ["heavy"] * 6  # the light key holds its 1 already
     for t in waiters:
         t.cancel()
-
-
-async def test_a_part_grows_only_into_what_the_others_do_not_hold() -> None:
-    # A second engine starts sending to a backend the first holds all 16 slots of: it
-    # waits (0 slots) until the first has seen it and given back its half; the first
-    # shrinks at once. Together they never hold more than the limit, so a crash never
-    # re-sends more than the limit either.
-    first, second = Limits(), Limits()
-    a = first.get("up", 16)
-    first.apply("A", {"B": {}})  # B is live and sends to nothing yet
-    assert a.ceiling == 16
-    await a.acquire_slot()  # A sends
-    second.apply("B", {"A": first.usage()})
-    b = second.get("up", 16)
-    assert b.ceiling == 0  # A holds the whole limit
-    waiting = asyncio.create_task(b.acquire_slot())  # B's first line waits
-    await asyncio.sleep(0)
-    second.apply("B", {"A": first.usage()})
-    assert b.ceiling == 0 and not waiting.done()
-    first.apply("A", {"B": second.usage()})
-    assert a.ceiling == 8  # A sees B and shrinks at once
-    second.apply("B", {"A": first.usage()})
-    assert b.ceiling == 8
-    assert a.ceiling + b.ceiling == 16
-    await asyncio.wait_for(waiting, 1)

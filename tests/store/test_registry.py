@@ -8,23 +8,18 @@ from sqlalchemy import insert
 
 from batchd.store import schema
 from batchd.store.base import Store
-from batchd.store.records import BackendUse
 from batchd.store.sql import SqlStore
 
 pytestmark = pytest.mark.anyio
 
 
-def use(*keys: str, holds: int = 4) -> BackendUse:
-    return BackendUse(keys=list(keys), holds=holds)
-
-
 async def test_heartbeats_name_backends_with_their_tenants(store: Store) -> None:
-    await store.heartbeat_worker("w1", 10.0, {"up": use("light", "heavy"), "local": use()})
-    await store.heartbeat_worker("w2", 11.0, {"up": use("light", holds=12)})
-    await store.heartbeat_worker("w3", 2.0, {"up": use("old")})  # silent since: not live
+    await store.heartbeat_worker("w1", 10.0, {"up": ["light", "heavy"], "local": []})
+    await store.heartbeat_worker("w2", 11.0, {"up": ["light"]})
+    await store.heartbeat_worker("w3", 2.0, {"up": ["old"]})  # silent since: not live
     assert await store.live_workers(5.0) == {
-        "w1": {"local": use(), "up": use("heavy", "light")},
-        "w2": {"up": use("light", holds=12)},
+        "w1": {"local": [], "up": ["heavy", "light"]},
+        "w2": {"up": ["light"]},
     }
     await store.heartbeat_worker("w2", 12.0, {})  # nothing to send any more
     assert (await store.live_workers(5.0))["w2"] == {}
@@ -39,4 +34,4 @@ async def test_a_row_listing_backends_only_reads_as_backends_without_tenants(
         await conn.execute(
             insert(schema.workers).values(owner="old", heartbeat_at=10.0, backends=["up"])
         )
-    assert await store.live_workers(5.0) == {"old": {"up": use(holds=0)}}
+    assert await store.live_workers(5.0) == {"old": {"up": []}}

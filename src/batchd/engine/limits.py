@@ -32,7 +32,6 @@ from typing import Any
 from batchd.engine.capacity import Controller
 from batchd.engine.fair import ANYONE, MIN_WEIGHT, Claimant, FairGate, WeightOf, equal_weights
 from batchd.engine.tries import Ticket, completion_tokens
-from batchd.store.records import BackendUse
 
 LOAD_INTERVAL = 0.2
 """Seconds between reads of a server's load gauges."""
@@ -67,10 +66,9 @@ def weighted_share_of(limit: int, me: str, demands: Mapping[str, float]) -> int:
     return max(1, parts[me])
 
 
-Registry = Mapping[str, "Mapping[str, BackendUse] | Sequence[str]"]
+Registry = Mapping[str, "Mapping[str, Sequence[str]] | Sequence[str]"]
 """Live workers as the registry lists them: per worker, the backends it sends to, each
-with the tenants (API keys) it has work for there and the slots it may hold (a bare
-list of backends: neither known)."""
+with the tenants (API keys) it has work for there (a bare list of backends: none known)."""
 
 
 def demands(
@@ -117,11 +115,10 @@ class BackendLimit:
     ) -> None:
         self.name = name
         self.configured = configured
-        self.ceiling = max(0, ceiling if ceiling is not None else configured)
-        """Slots this worker may hold: 0 while others still hold the whole limit."""
+        self.ceiling = max(1, ceiling if ceiling is not None else configured)
         self.adaptive = adaptive
         self.control = Controller(
-            max(1, self.ceiling), adaptive=adaptive, background=background, slowdown=slowdown
+            self.ceiling, adaptive=adaptive, background=background, slowdown=slowdown
         )
         base = weight_of or equal_weights
         self._spread: Mapping[str, int] = {}
@@ -167,21 +164,16 @@ class BackendLimit:
         """Tenants with lines here: holding a slot or waiting for one."""
         return self._slots.tenants_with_work()
 
-    def usage(self) -> BackendUse:
-        """What the registry hears: our tenants here, and the slots we may hold (our
-        ceiling, or the slots still held above a ceiling just cut)."""
-        return BackendUse(keys=self.tenants(), holds=max(self.ceiling, self._slots.held))
-
     def set_spread(self, spread: Mapping[str, int]) -> None:
         """On how many workers each tenant has work here (from the registry)."""
         self._spread = spread
 
     def set_ceiling(self, ceiling: int) -> None:
-        ceiling = max(0, ceiling)
+        ceiling = max(1, ceiling)
         if ceiling == self.ceiling:
             return
         self.ceiling = ceiling
-        self.control.set_ceiling(max(1, ceiling))
+        self.control.set_ceiling(ceiling)
         self._slots.resize(ceiling)
         self._resize()
 
@@ -270,40 +262,24 @@ class Limits:
         self._idle_after = idle_after
         self._siblings = max(1, siblings)
         self._by_name: dict[str, BackendLimit] = {}
-        self._shares: dict[str, dict[str, BackendUse]] = {}
-        """Per backend, the other live workers sending to it, with what they said of it."""
+        self._shares: dict[str, dict[str, Sequence[str]]] = {}
+        """Per backend, the other live workers sending to it, with their tenants there."""
         self._me = ""
         self._live = 0
         """Live workers in the registry at the last refresh, this one included."""
 
-    def _share(
-        self, name: str, configured: int, mine: Sequence[str], current: int | None
-    ) -> tuple[int, dict[str, int]]:
-        """Our part of backend ``name``'s ``configured`` limit, and on how many workers
-        each tenant has work there. ``mine``: our tenants there; ``current``: our
-        ceiling so far (None: a backend we start using).
-
-        The limit is divided by the demand of the workers sending to the backend (see
-        :func:`demands`): a sibling that never sends to it (engine/worker.py: the embedded
-        models, a concurrency of 1) takes no part. A part grows only into what the others
-        do not hold (they list their slots in the registry): they shrink at their next
-        refresh, and we grow at ours after that, so together the workers never hold more
-        than the limit, which also bounds what a crash can make us re-send. Engine
-        processes started together by one ``batchd serve`` (``siblings``) start sending
-        at the same moment, before either can see the other in the registry: until the
-        registry shows as many live workers, each counts on all of them."""
-        others = self._shares.get(name, {})
-        demand, spread = demands(
-            {**{o: use["keys"] for o, use in others.items()}, self._me: mine},
-            self._weight_of or equal_weights,
-        )
+    def _share(self, configured: int, demand: Mapping[str, float]) -> int:
+        """Our part of a backend's ``configured`` limit, by the ``demand`` of each worker
+        sending to it (ours included; see :func:`demands`). Engine processes started
+        together by one ``batchd serve`` (``siblings``) start sending at the same moment,
+        before either can see the other in the registry: until the registry shows as many
+        live workers, each counts on all of them, so that together they never exceed the
+        limit. From then on the limit is divided among those sending to the backend: a
+        sibling that never sends to it (engine/worker.py: the embedded models, a
+        concurrency of 1) takes no part."""
         if self._live < self._siblings:
-            return max(1, configured // self._siblings), spread
-        part = weighted_share_of(configured, self._me, demand)
-        if current is None or part > current:
-            free = configured - sum(use["holds"] for use in others.values())
-            part = min(part, max(current or 0, free))
-        return part, spread
+            return max(1, configured // self._siblings)
+        return weighted_share_of(configured, self._me, demand)
 
     def get(
         self,
@@ -318,7 +294,7 @@ class Limits:
         limit = self._by_name.get(name)
         if limit is None:
             # A backend not seen before: take our share at once, not at the next heartbeat.
-            ceiling, _ = self._share(name, configured, [], None)
+            ceiling = self._share(configured, self._demand(name, []))
             limit = BackendLimit(
                 name,
                 configured,
@@ -342,32 +318,36 @@ class Limits:
         )
 
     def demand(self) -> dict[str, list[str]]:
-        """The backends we send to (:meth:`active`), each with the tenants we have work
-        for there: a change is registered at once."""
+        """What the registry hears from us: the backends we send to (:meth:`active`),
+        each with the tenants we have work for there."""
         return {name: self._by_name[name].tenants() for name in self.active()}
-
-    def usage(self) -> dict[str, BackendUse]:
-        """What the registry hears from us: :meth:`demand`, and the slots we may hold."""
-        return {name: self._by_name[name].usage() for name in self.active()}
 
     def apply(self, me: str, live: Registry) -> None:
         """Re-divide every backend's limit among the live workers sending to it, by
-        their tenants' weights (:func:`demands`), growing only into what is free."""
+        their tenants' weights (:func:`demands`)."""
         self._me = me
         self._live = len({*live, me})
-        users: dict[str, dict[str, BackendUse]] = {}
+        users: dict[str, dict[str, Sequence[str]]] = {}
         for owner, backends in live.items():
             if owner == me:
                 continue
-            if not isinstance(backends, Mapping):
-                backends = {name: BackendUse(keys=[], holds=0) for name in backends}
-            for name, use in backends.items():
-                users.setdefault(name, {})[owner] = use
+            named = backends if isinstance(backends, Mapping) else dict.fromkeys(backends, ())
+            for name, tenants in named.items():
+                users.setdefault(name, {})[owner] = tenants
         self._shares = users
         for name, limit in self._by_name.items():
-            part, spread = self._share(name, limit.configured, limit.tenants(), limit.ceiling)
+            demand, spread = self._demands(name, limit.tenants())
             limit.set_spread(spread)
-            limit.set_ceiling(part)
+            limit.set_ceiling(self._share(limit.configured, demand))
+
+    def _demand(self, name: str, mine: Sequence[str]) -> dict[str, float]:
+        return self._demands(name, mine)[0]
+
+    def _demands(
+        self, name: str, mine: Sequence[str]
+    ) -> tuple[dict[str, float], dict[str, int]]:
+        workers = {**self._shares.get(name, {}), self._me: mine}
+        return demands(workers, self._weight_of or equal_weights)
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """Per backend: ceiling, limit, tries in flight, the server's queue (its gauge

@@ -231,16 +231,16 @@ class Worker:
         await self._store.forget_workers(owners=dead, before=t - 10 * self._opts.lease_seconds)
 
     async def _register(self, active: dict[str, list[str]]) -> None:
-        """Take our share of each backend's limit, then say which backends we send to,
-        for which tenants, and the slots we may now hold there (engine/limits.py)."""
+        """Say which backends we send to, and for which tenants; take our share of each
+        backend's limit."""
         t = time.time()
+        await self._store.heartbeat_worker(self.owner, t, active)
+        self._registered = active
         live = await self._store.live_workers(t - self._opts.lease_seconds)
         # Workers on this host whose process is gone do not count (their share is free).
         live = {o: b for o, b in live.items() if not is_dead_local_owner(o, me=self.owner)}
         self._workers = len(live.keys() | {self.owner})
         self.limits.apply(self.owner, live)
-        await self._store.heartbeat_worker(self.owner, t, self.limits.usage())
-        self._registered = active
 
     def _window_passed(self, t: float) -> bool:
         """Whether a batch we are running has reached the end of its window: it is

@@ -18,14 +18,7 @@ from typing import Any, Protocol
 
 from batchd.states import BatchStatus, StopReason
 from batchd.store.key_records import ApiKeyRecord, TenantUsage
-from batchd.store.records import (
-    BackendUse,
-    BatchRecord,
-    FileRecord,
-    Page,
-    ResultRow,
-    ShardRecord,
-)
+from batchd.store.records import BatchRecord, FileRecord, Page, ResultRow, ShardRecord
 from batchd.store.upload_records import IdempotencyRecord, PartRecord, UploadRecord
 
 
@@ -214,13 +207,13 @@ class WorkerStore(Protocol):
     """The registry of live workers (for sharing backend concurrency limits)."""
 
     async def heartbeat_worker(
-        self, owner: str, now: float, backends: Mapping[str, BackendUse]
+        self, owner: str, now: float, backends: Mapping[str, Sequence[str]]
     ) -> None:
         """``backends``: each backend this worker sends to, with the tenants it has work
-        for there and the slots it may hold (the split of engine/limits.py)."""
+        for there (the weighted split of engine/limits.py)."""
         ...
 
-    async def live_workers(self, since: float) -> dict[str, dict[str, BackendUse]]: ...
+    async def live_workers(self, since: float) -> dict[str, dict[str, list[str]]]: ...
 
     async def forget_workers(self, *, owners: Sequence[str] = (), before: float = 0.0) -> None: ...
 

@@ -7,21 +7,17 @@ from collections.abc import Mapping, Sequence
 from sqlalchemy import delete, or_, select
 
 from batchd.store import schema
-from batchd.store.records import BackendUse
 from batchd.store.sql.core import SqlCore
 
 
 class WorkerQueries(SqlCore):
     async def heartbeat_worker(
-        self, owner: str, now: float, backends: Mapping[str, BackendUse]
+        self, owner: str, now: float, backends: Mapping[str, Sequence[str]]
     ) -> None:
-        """Record that ``owner`` is alive, which backends it is sending to, for which
-        tenants it has work there and how many slots it may hold there."""
+        """Record that ``owner`` is alive, which backends it is sending to, and for which
+        tenants it has work there."""
         w = schema.workers
-        listed = {
-            name: {"keys": sorted(use["keys"]), "holds": int(use["holds"])}
-            for name, use in sorted(backends.items())
-        }
+        listed = {name: sorted(tenants) for name, tenants in sorted(backends.items())}
         values = {"owner": owner, "heartbeat_at": now, "backends": listed}
         async with self._write() as conn:
             stmt = self.dialect.insert(w).values(**values)
@@ -32,9 +28,9 @@ class WorkerQueries(SqlCore):
                 )
             )
 
-    async def live_workers(self, since: float) -> dict[str, dict[str, BackendUse]]:
-        """Workers with a heartbeat at or after ``since``, with what each said of its
-        backends (no tenants and no slots known for a row an older version wrote)."""
+    async def live_workers(self, since: float) -> dict[str, dict[str, list[str]]]:
+        """Workers with a heartbeat at or after ``since``, with their backends and the
+        tenants each has work for there (none known for a row an older version wrote)."""
         w = schema.workers
         async with self.engine.connect() as conn:
             rows = (
@@ -51,17 +47,9 @@ class WorkerQueries(SqlCore):
             )
 
 
-def _backends(stored: object) -> dict[str, BackendUse]:
-    if isinstance(stored, list):  # a bare list of backends (an older version)
-        return {str(name): BackendUse(keys=[], holds=0) for name in stored}
-    if not isinstance(stored, dict):
-        return {}
-    out: dict[str, BackendUse] = {}
-    for name, use in stored.items():
-        use = use if isinstance(use, dict) else {}
-        keys = use.get("keys")
-        out[str(name)] = BackendUse(
-            keys=[str(k) for k in keys] if isinstance(keys, list) else [],
-            holds=int(use.get("holds") or 0),
-        )
-    return out
+def _backends(stored: object) -> dict[str, list[str]]:
+    if isinstance(stored, dict):
+        return {str(name): list(tenants or []) for name, tenants in stored.items()}
+    if isinstance(stored, list):  # a bare list of backends
+        return {str(name): [] for name in stored}
+    return {}
