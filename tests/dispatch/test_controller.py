@@ -167,7 +167,7 @@ def test_a_limit_on_requests_in_flight_is_held_just_below_once_confirmed() -> No
     # back there: that is a limit on requests in flight and 16 is fine, so the limit stays
     # at 16 rather than falling to 85% and climbing back every few seconds.
     server = VirtualServer(1000, 0.010, 0.0, 10, reject_above=16)
-    ctl, took = run(server, 8000)
+    _ctl, took = run(server, 8000)
     late = [lim for t, lim in server.limits if t > took * 0.3]
     assert min(late) >= 15, sorted(set(late))
     best = VirtualServer(1000, 0.010, 0.0, 10).best_fixed(8000, [16])
