@@ -294,7 +294,7 @@ class Limits:
         limit = self._by_name.get(name)
         if limit is None:
             # A backend not seen before: take our share at once, not at the next heartbeat.
-            ceiling = self._share(configured, self._demand(name, []))
+            ceiling = self._share(configured, self._demands(name, [])[0])
             limit = BackendLimit(
                 name,
                 configured,
@@ -339,9 +339,6 @@ class Limits:
             demand, spread = self._demands(name, limit.tenants())
             limit.set_spread(spread)
             limit.set_ceiling(self._share(limit.configured, demand))
-
-    def _demand(self, name: str, mine: Sequence[str]) -> dict[str, float]:
-        return self._demands(name, mine)[0]
 
     def _demands(
         self, name: str, mine: Sequence[str]
