@@ -22,6 +22,8 @@ def test_share_of_divides_the_limit_among_workers() -> None:
 async def test_limits_follow_the_registry() -> None:
     limits = Limits()
     lim = limits.get("up", 12)
+    assert lim.ceiling == 0  # nothing granted before the registry is read
+    limits.apply("me", {})
     assert lim.ceiling == 12
     limits.apply("me", {"me": ["up"], "w2": ["up"], "w3": ["other"]})
     assert lim.ceiling == 6  # w3 does not send to "up"
@@ -75,7 +77,9 @@ async def test_slots_and_sends_are_shared_between_tenants_by_weight() -> None:
     # What the worker hands Limits (weight_of) reaches both gates of every backend.
     # B's waiters come first: a FIFO gate would give B three of the four that free.
     weights = {"A": 3.0, "B": 1.0}
-    lim = Limits(adaptive=False, weight_of=weights.__getitem__).get("up", 4)
+    limits = Limits(adaptive=False, weight_of=weights.__getitem__)
+    lim = limits.get("up", 4)
+    limits.apply("me", {})
     a, b = Claimant("A", "a1"), Claimant("B", "b1")
     for _ in range(4):
         await lim.acquire_slot(a)
@@ -104,7 +108,7 @@ def test_sibling_engines_split_the_ceiling_from_their_first_try() -> None:
     # Two engine children of one `batchd serve` start sending at the same moment, before
     # the registry shows either to the other: each counts on both from the start.
     limits = Limits(siblings=2)
-    assert limits.get("up", 16).ceiling == 8
+    assert limits.get("up", 16).target == 8
     limits.apply("me", {"me": ["up"]})  # the sibling has not registered yet
     assert limits.get("up", 16).ceiling == 8
     limits.apply("me", {"me": ["up"], "w2": ["up"], "w3": ["up"]})  # more workers than that
@@ -112,8 +116,13 @@ def test_sibling_engines_split_the_ceiling_from_their_first_try() -> None:
     # The sibling is live but sends to another backend only: this one is all ours.
     limits.apply("me", {"me": ["up"], "w2": ["other"]})
     assert limits.get("up", 16).ceiling == 16
-    assert limits.get("local", 64).ceiling == 64  # a backend first used from now on
-    assert Limits().get("alone", 16).ceiling == 16  # one engine: the whole ceiling
+    local = limits.get("local", 64)  # a backend first used from now on
+    limits.apply("me", {"me": ["up"], "w2": ["other"]})
+    assert local.ceiling == 64
+    alone = Limits()
+    lim = alone.get("alone", 16)
+    alone.apply("me", {})
+    assert lim.ceiling == 16  # one engine: the whole ceiling
 
 
 def test_weighted_share_of_divides_by_demand_and_sums_to_the_limit() -> None:
@@ -147,7 +156,7 @@ async def test_keys_keep_their_weights_across_workers() -> None:
     queued = [light] * 8 + [heavy] * 8
     waiters = [asyncio.create_task(lim.acquire_slot(who)) for who in queued]
     await asyncio.sleep(0)
-    assert limits.demand() == {"up": ["heavy", "light"]}
+    assert limits.usage() == {"up": {"keys": ["heavy", "light"], "holds": 1}}
     limits.apply("me", {"me": {"up": ["heavy", "light"]}, "w2": {"up": ["light"]}})
     assert lim.ceiling == 7
     await asyncio.sleep(0)
@@ -155,3 +164,55 @@ async def test_keys_keep_their_weights_across_workers() -> None:
     assert sorted(granted) == ["heavy"] * 6  # the light key holds its 1 already
     for t in waiters:
         t.cancel()
+
+
+async def test_a_part_grows_only_into_what_the_others_do_not_hold() -> None:
+    # w1 sent alone and holds all 16 slots when w2 starts sending: w2 gets nothing until
+    # w1 has given up half, and the two never hold more than 16 together (what a crash
+    # re-sends at most). Before, w2 took its 8 at once while w1 still held 16.
+    asked: list[str] = []
+    w1, w2 = Limits(adaptive=False), Limits(adaptive=False, on_change=lambda: asked.append("w2"))
+    a = w1.get("up", 16)
+    w1.apply("w1", {})
+    held = [asyncio.create_task(a.acquire_slot()) for _ in range(16)]
+    await asyncio.sleep(0)
+    assert a.ceiling == 16 and all(t.done() for t in held)
+    registry = {"w1": w1.usage()}
+    assert registry["w1"]["up"]["holds"] == 16
+
+    b = w2.get("up", 16)
+    waiting = [asyncio.create_task(b.acquire_slot()) for _ in range(8)]
+    await asyncio.sleep(0)
+    assert asked  # a line waits for a first grant: the worker is asked to register now
+    registry["w2"] = w2.apply("w2", registry)
+    assert b.ceiling == 0 and w2.wanting() and not any(t.done() for t in waiting)
+
+    registry["w1"] = w1.apply("w1", registry)  # w1 sees w2: its part is 8 ...
+    assert a.ceiling == 8 and registry["w1"]["up"]["holds"] == 16  # ... it still holds 16
+    registry["w2"] = w2.apply("w2", registry)
+    assert b.ceiling == 0
+
+    told: list[str] = []
+    a.on_change = lambda: told.append("w1")
+    for _ in range(8):
+        a.release_slot()  # answers durable: w1 is down to its part
+    assert told == ["w1"]  # w1 is asked to tell the registry at once
+    registry["w1"] = w1.apply("w1", registry)
+    assert registry["w1"]["up"]["holds"] == 8
+    registry["w2"] = w2.apply("w2", registry)
+    assert b.ceiling == 8 and not w2.wanting()
+    await asyncio.sleep(0)
+    assert all(t.done() for t in waiting)
+    assert sum(r["up"]["holds"] for r in registry.values()) == 16
+
+
+async def test_a_backend_left_idle_gives_its_part_back() -> None:
+    limits = Limits(adaptive=False, idle_after=0.05)
+    lim = limits.get("up", 16)
+    limits.apply("me", {})
+    await lim.acquire_slot()
+    lim.release_slot()
+    assert limits.apply("me", {}) == {"up": {"keys": [], "holds": 16}}
+    await asyncio.sleep(0.1)  # not used for longer than idle_after
+    assert limits.apply("me", {}) == {}
+    assert lim.ceiling == 0  # so a worker starting to send meanwhile may take it all

@@ -1,37 +1,101 @@
-"""The worker registry: heartbeats name each backend a worker sends to and the tenants
-it has work for there (the weighted split of engine/limits.py)."""
+"""The worker registry: each worker names the backends it sends to, the tenants it has
+work for there and the slots it may hold (the shared limits of engine/limits.py)."""
 
 from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
 
 import pytest
 from sqlalchemy import insert
 
 from batchd.store import schema
 from batchd.store.base import Store
+from batchd.store.records import BackendUse
 from batchd.store.sql import SqlStore
 
 pytestmark = pytest.mark.anyio
 
+Decide = Callable[[dict[str, dict[str, BackendUse]]], Mapping[str, BackendUse]]
 
-async def test_heartbeats_name_backends_with_their_tenants(store: Store) -> None:
-    await store.heartbeat_worker("w1", 10.0, {"up": ["light", "heavy"], "local": []})
-    await store.heartbeat_worker("w2", 11.0, {"up": ["light"]})
-    await store.heartbeat_worker("w3", 2.0, {"up": ["old"]})  # silent since: not live
+
+def says(backends: Mapping[str, BackendUse]) -> Decide:
+    return lambda _live: backends
+
+
+def use(*keys: str, holds: int = 0) -> BackendUse:
+    return BackendUse(keys=list(keys), holds=holds)
+
+
+async def test_registrations_name_backends_with_their_tenants_and_slots(store: Store) -> None:
+    await store.register_worker("w1", 10.0, 0.0, says({"up": use("light", "heavy", holds=3),
+                                                       "local": use()}))  # fmt: skip
+    await store.register_worker("w2", 11.0, 0.0, says({"up": use("light", holds=5)}))
+    await store.register_worker("w3", 2.0, 0.0, says({"up": use("old")}))  # silent since: not live
     assert await store.live_workers(5.0) == {
-        "w1": {"local": [], "up": ["heavy", "light"]},
-        "w2": {"up": ["light"]},
+        "w1": {"local": use(), "up": use("heavy", "light", holds=3)},
+        "w2": {"up": use("light", holds=5)},
     }
-    await store.heartbeat_worker("w2", 12.0, {})  # nothing to send any more
+    seen: list[dict[str, dict[str, BackendUse]]] = []
+
+    def decide(live: dict[str, dict[str, BackendUse]]) -> dict[str, BackendUse]:
+        seen.append(live)
+        return {}  # nothing to send any more
+
+    await store.register_worker("w2", 12.0, 5.0, decide)
+    # decide saw the live workers as they stood (w2's own row among them, w3 not).
+    assert seen == [
+        {
+            "w1": {"local": use(), "up": use("heavy", "light", holds=3)},
+            "w2": {"up": use("light", holds=5)},
+        }
+    ]
     assert (await store.live_workers(5.0))["w2"] == {}
 
 
-async def test_a_row_listing_backends_only_reads_as_backends_without_tenants(
+async def test_rows_an_older_version_wrote_read_as_backends_holding_nothing(
     store: Store,
 ) -> None:
-    # What a worker of the previous version wrote while both run against one database.
+    # What workers of previous versions wrote while both run against one database: a
+    # bare list of backends, then each backend's tenants.
     assert isinstance(store, SqlStore)
     async with store.engine.begin() as conn:
         await conn.execute(
-            insert(schema.workers).values(owner="old", heartbeat_at=10.0, backends=["up"])
+            insert(schema.workers),
+            [
+                {"owner": "v1", "heartbeat_at": 10.0, "backends": ["up"]},
+                {"owner": "v2", "heartbeat_at": 10.0, "backends": {"up": ["light"]}},
+            ],
         )
-    assert await store.live_workers(5.0) == {"old": {"up": []}}
+    assert await store.live_workers(5.0) == {"v1": {"up": use()}, "v2": {"up": use("light")}}
+
+
+async def test_no_two_registrations_decide_on_the_same_view(database_url: str) -> None:
+    # Two processes (two stores on one database) each take whatever of a limit of 16
+    # the other does not hold, at the same moment: one must see the other's part.
+    if database_url.endswith(":memory:"):
+        pytest.skip("an in-memory database is not shared between stores")
+    stores = [SqlStore(database_url), SqlStore(database_url)]
+    for s in stores:
+        await s.open()
+
+    def greedy(me: str) -> Decide:
+        def decide(live: dict[str, dict[str, BackendUse]]) -> dict[str, BackendUse]:
+            others = sum(u["holds"] for o, b in live.items() if o != me for u in b.values())
+            return {"up": use(holds=16 - others)}
+
+        return decide
+
+    try:
+        for round_ in range(5):
+            await stores[0].forget_workers(owners=["w1", "w2"])
+            await asyncio.gather(
+                stores[0].register_worker("w1", 10.0 + round_, 0.0, greedy("w1")),
+                stores[1].register_worker("w2", 10.0 + round_, 0.0, greedy("w2")),
+            )
+            live = await stores[0].live_workers(0.0)
+            parts = sorted(b["up"]["holds"] for b in live.values())
+            assert parts == [0, 16], parts
+    finally:
+        for s in stores:
+            await s.close()

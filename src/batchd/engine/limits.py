@@ -32,6 +32,7 @@ from typing import Any
 from batchd.engine.capacity import Controller
 from batchd.engine.fair import ANYONE, MIN_WEIGHT, Claimant, FairGate, WeightOf, equal_weights
 from batchd.engine.tries import Ticket, completion_tokens
+from batchd.store.records import BackendUse
 
 LOAD_INTERVAL = 0.2
 """Seconds between reads of a server's load gauges."""
@@ -66,9 +67,10 @@ def weighted_share_of(limit: int, me: str, demands: Mapping[str, float]) -> int:
     return max(1, parts[me])
 
 
-Registry = Mapping[str, "Mapping[str, Sequence[str]] | Sequence[str]"]
+Registry = Mapping[str, "Mapping[str, BackendUse] | Mapping[str, Sequence[str]] | Sequence[str]"]
 """Live workers as the registry lists them: per worker, the backends it sends to, each
-with the tenants (API keys) it has work for there (a bare list of backends: none known)."""
+with the tenants (API keys) it has work for there and the slots it may hold (a list of
+tenants: no slots known; a bare list of backends: neither known)."""
 
 
 def demands(
@@ -115,11 +117,19 @@ class BackendLimit:
     ) -> None:
         self.name = name
         self.configured = configured
-        self.ceiling = max(1, ceiling if ceiling is not None else configured)
+        self.ceiling = max(0, ceiling if ceiling is not None else configured)
+        """Slots this worker may hold: 0 until the registry grants it a part."""
+        self.target = self.ceiling
+        """The part it should have; more than ``ceiling`` while others still hold it."""
         self.adaptive = adaptive
         self.control = Controller(
-            self.ceiling, adaptive=adaptive, background=background, slowdown=slowdown
+            max(1, self.ceiling), adaptive=adaptive, background=background, slowdown=slowdown
         )
+        self.on_change: Callable[[], None] | None = None
+        """Called when the registry should hear from us soon: a line waits for a first
+        grant, or slots held above a cut ceiling have drained to it."""
+        self._draining = False
+        """Slots are held above a ceiling just cut."""
         base = weight_of or equal_weights
         self._spread: Mapping[str, int] = {}
         """On how many workers each tenant has work here (see :func:`demands`)."""
@@ -155,10 +165,27 @@ class BackendLimit:
         self.last_used = time.monotonic()
         if self._probe is not None and self.adaptive and self._poller is None:
             self._poller = asyncio.create_task(self._poll(self._probe), name=f"load {self.name}")
+        if self._slots.held >= self.ceiling and self.target > self.ceiling:
+            self._changed()  # waiting on a grant: ask for it now
         await self._slots.acquire(who)
 
     def release_slot(self, who: Claimant = ANYONE) -> None:
         self._slots.release(who)
+        if self._slots.held == self.ceiling and self._draining:
+            self._draining = False
+            self._changed()  # what we hold is down to our part: others may grow now
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
+    def holds(self) -> int:
+        """Slots we may hold: our ceiling, or what is still held above a ceiling cut."""
+        return max(self.ceiling, self._slots.held)
+
+    def usage(self) -> BackendUse:
+        """What the registry hears from us about this backend."""
+        return BackendUse(keys=self.tenants(), holds=self.holds())
 
     def tenants(self) -> list[str]:
         """Tenants with lines here: holding a slot or waiting for one."""
@@ -169,11 +196,12 @@ class BackendLimit:
         self._spread = spread
 
     def set_ceiling(self, ceiling: int) -> None:
-        ceiling = max(1, ceiling)
+        ceiling = max(0, ceiling)
         if ceiling == self.ceiling:
             return
         self.ceiling = ceiling
-        self.control.set_ceiling(ceiling)
+        self._draining = self._slots.held > ceiling
+        self.control.set_ceiling(max(1, ceiling))
         self._slots.resize(ceiling)
         self._resize()
 
@@ -247,7 +275,15 @@ class BackendLimit:
 
 
 class Limits:
-    """Every backend's :class:`BackendLimit` in this process."""
+    """Every backend's :class:`BackendLimit` in this process.
+
+    Parts of a backend's limit are granted through the registry, so that the workers
+    sending to it never hold more slots together than its ``concurrency``, whatever
+    order they see each other in: a part shrinks at once, but grows only into what
+    the others do not hold, decided in the same step that reads what they hold
+    (``register_worker`` in store/base.py). A backend this process has not used
+    before gets no slot until that step has run (``on_change`` asks for it at once),
+    and one it stops using gives its part back after ``idle_after`` seconds."""
 
     def __init__(
         self,
@@ -256,14 +292,16 @@ class Limits:
         idle_after: float = 5.0,
         weight_of: WeightOf | None = None,
         siblings: int = 1,
+        on_change: Callable[[], None] | None = None,
     ) -> None:
         self._adaptive = adaptive
         self._weight_of = weight_of
         self._idle_after = idle_after
         self._siblings = max(1, siblings)
+        self._on_change = on_change
         self._by_name: dict[str, BackendLimit] = {}
-        self._shares: dict[str, dict[str, Sequence[str]]] = {}
-        """Per backend, the other live workers sending to it, with their tenants there."""
+        self._shares: dict[str, dict[str, BackendUse]] = {}
+        """Per backend, the other live workers sending to it, with what they said of it."""
         self._me = ""
         self._live = 0
         """Live workers in the registry at the last refresh, this one included."""
@@ -273,10 +311,10 @@ class Limits:
         sending to it (ours included; see :func:`demands`). Engine processes started
         together by one ``batchd serve`` (``siblings``) start sending at the same moment,
         before either can see the other in the registry: until the registry shows as many
-        live workers, each counts on all of them, so that together they never exceed the
-        limit. From then on the limit is divided among those sending to the backend: a
-        sibling that never sends to it (engine/worker.py: the embedded models, a
-        concurrency of 1) takes no part."""
+        live workers, each counts on all of them, so that the first to register does not
+        take the whole limit. From then on the limit is divided among those sending to
+        the backend: a sibling that never sends to it (engine/worker.py: the embedded
+        models, a concurrency of 1) takes no part."""
         if self._live < self._siblings:
             return max(1, configured // self._siblings)
         return weighted_share_of(configured, self._me, demand)
@@ -293,18 +331,20 @@ class Limits:
     ) -> BackendLimit:
         limit = self._by_name.get(name)
         if limit is None:
-            # A backend not seen before: take our share at once, not at the next heartbeat.
-            ceiling = self._share(configured, self._demands(name, [])[0])
+            # A backend not seen before: no slot until the registry grants one.
             limit = BackendLimit(
                 name,
                 configured,
-                ceiling=ceiling,
+                ceiling=0,
                 adaptive=self._adaptive and adaptive,
                 background=background,
                 slowdown=slowdown,
                 probe=probe,
                 weight_of=self._weight_of,
             )
+            limit.target = self._share(configured, self._demands(name, [])[0])
+            limit.on_change = self._on_change
+            limit.last_used = time.monotonic()
             self._by_name[name] = limit
         return limit
 
@@ -317,36 +357,71 @@ class Limits:
             if limit.busy or t - limit.last_used < self._idle_after
         )
 
-    def demand(self) -> dict[str, list[str]]:
-        """What the registry hears from us: the backends we send to (:meth:`active`),
-        each with the tenants we have work for there."""
-        return {name: self._by_name[name].tenants() for name in self.active()}
+    def usage(self) -> dict[str, BackendUse]:
+        """What the registry hears from us: each backend we send to (:meth:`active`) or
+        still hold slots of, with the tenants we have work for there and those slots."""
+        active = set(self.active())
+        return {
+            name: limit.usage()
+            for name, limit in sorted(self._by_name.items())
+            if name in active or limit.holds() > 0
+        }
 
-    def apply(self, me: str, live: Registry) -> None:
+    def wanting(self) -> bool:
+        """Whether a backend we send to has less than its part, because others still
+        hold it: the registry should be asked again soon."""
+        active = set(self.active())
+        return any(
+            lim.ceiling < lim.target for name, lim in self._by_name.items() if name in active
+        )
+
+    def apply(self, me: str, live: Registry) -> dict[str, BackendUse]:
         """Re-divide every backend's limit among the live workers sending to it, by
-        their tenants' weights (:func:`demands`)."""
+        their tenants' weights (:func:`demands`), growing only into what the others do
+        not hold; returns what the registry should now hear from us (:meth:`usage`)."""
         self._me = me
         self._live = len({*live, me})
-        users: dict[str, dict[str, Sequence[str]]] = {}
+        users: dict[str, dict[str, BackendUse]] = {}
         for owner, backends in live.items():
             if owner == me:
                 continue
-            named = backends if isinstance(backends, Mapping) else dict.fromkeys(backends, ())
-            for name, tenants in named.items():
-                users.setdefault(name, {})[owner] = tenants
+            for name, use in _uses(backends).items():
+                users.setdefault(name, {})[owner] = use
         self._shares = users
+        active = set(self.active())
         for name, limit in self._by_name.items():
             demand, spread = self._demands(name, limit.tenants())
             limit.set_spread(spread)
-            limit.set_ceiling(self._share(limit.configured, demand))
+            target = self._share(limit.configured, demand) if name in active else 0
+            part = target
+            if part > limit.ceiling:
+                held = sum(use["holds"] for use in users.get(name, {}).values())
+                part = min(part, max(limit.ceiling, limit.configured - held))
+            limit.target = target
+            limit.set_ceiling(part)
+        return self.usage()
 
-    def _demands(
-        self, name: str, mine: Sequence[str]
-    ) -> tuple[dict[str, float], dict[str, int]]:
-        workers = {**self._shares.get(name, {}), self._me: mine}
+    def _demands(self, name: str, mine: Sequence[str]) -> tuple[dict[str, float], dict[str, int]]:
+        workers: dict[str, Sequence[str]] = {
+            o: use["keys"] for o, use in self._shares.get(name, {}).items()
+        }
+        workers[self._me] = mine
         return demands(workers, self._weight_of or equal_weights)
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """Per backend: ceiling, limit, tries in flight, the server's queue (its gauge
         or our estimate), what steers the limit; for metrics and the dashboard."""
         return {name: lim.snapshot() for name, lim in sorted(self._by_name.items())}
+
+
+def _uses(backends: Mapping[str, Any] | Sequence[str]) -> dict[str, BackendUse]:
+    """One registry entry as :class:`BackendUse` per backend (see :data:`Registry`)."""
+    if not isinstance(backends, Mapping):
+        return {name: BackendUse(keys=[], holds=0) for name in backends}
+    out: dict[str, BackendUse] = {}
+    for name, use in backends.items():
+        if isinstance(use, Mapping):
+            out[name] = BackendUse(keys=list(use.get("keys", [])), holds=int(use.get("holds", 0)))
+        else:
+            out[name] = BackendUse(keys=list(use), holds=0)
+    return out

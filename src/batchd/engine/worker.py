@@ -44,11 +44,14 @@ from batchd.engine.writer import ResultWriter
 from batchd.retry import RetryPolicy
 from batchd.states import StopReason
 from batchd.store.base import Store
-from batchd.store.records import BatchRecord, ShardRecord
+from batchd.store.records import BackendUse, BatchRecord, ShardRecord
 
 log = logging.getLogger(__name__)
 
 MAX_VALIDATIONS_PER_TICK = 4
+WANTING_INTERVAL = 0.1
+"""Seconds between registrations while a backend's part of its limit is still held by
+other workers (engine/limits.py): they give it up at their next registration."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,11 +127,12 @@ class Worker:
                 adaptive=options.adaptive_concurrency,
                 weight_of=weight_of,
                 siblings=options.siblings,
+                on_change=self.wake,
             ),
         )
         self.limits = self.executor.limits
         self._listener = store.listener(self.wake)
-        self._registered: dict[str, list[str]] | None = None
+        self._registered: dict[str, BackendUse] | None = None
         self._workers = 1  # live workers at the last registry refresh, this one included
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -196,11 +200,13 @@ class Worker:
                 if t - last_heartbeat >= self._opts.lease_seconds / 3:
                     await self._heartbeat()
                     last_heartbeat = t
-                active = self.limits.demand()
-                if t - last_registry >= self._opts.registry_interval or (
-                    active != self._registered
+                since = t - last_registry
+                if (
+                    since >= self._opts.registry_interval
+                    or self.limits.usage() != self._registered
+                    or (since >= WANTING_INTERVAL and self.limits.wanting())
                 ):
-                    await self._register(active)
+                    await self._register()
                     last_registry = t
                 if t - last_purge >= self._opts.file_purge_interval:
                     await self._purge_files()
@@ -215,8 +221,9 @@ class Worker:
                 raise
             except Exception:
                 log.exception("worker tick failed; retrying")
+            wait = WANTING_INTERVAL if self.limits.wanting() else self._opts.poll_interval
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._opts.poll_interval)
+                await asyncio.wait_for(self._wake.wait(), wait)
             self._wake.clear()
 
     async def _heartbeat(self) -> None:
@@ -230,17 +237,19 @@ class Worker:
         # Registry rows of workers gone for long (killed on another host) are garbage.
         await self._store.forget_workers(owners=dead, before=t - 10 * self._opts.lease_seconds)
 
-    async def _register(self, active: dict[str, list[str]]) -> None:
-        """Say which backends we send to, and for which tenants; take our share of each
-        backend's limit."""
+    async def _register(self) -> None:
+        """Say which backends we send to, for which tenants, and the slots we hold
+        there; take our part of each backend's limit, as far as the others leave it."""
+
+        def decide(live: dict[str, dict[str, BackendUse]]) -> dict[str, BackendUse]:
+            # Workers on this host whose process is gone do not count (their part is free).
+            live = {o: b for o, b in live.items() if not is_dead_local_owner(o, me=self.owner)}
+            self._workers = len(live.keys() | {self.owner})
+            self._registered = self.limits.apply(self.owner, live)
+            return self._registered
+
         t = time.time()
-        await self._store.heartbeat_worker(self.owner, t, active)
-        self._registered = active
-        live = await self._store.live_workers(t - self._opts.lease_seconds)
-        # Workers on this host whose process is gone do not count (their share is free).
-        live = {o: b for o, b in live.items() if not is_dead_local_owner(o, me=self.owner)}
-        self._workers = len(live.keys() | {self.owner})
-        self.limits.apply(self.owner, live)
+        await self._store.register_worker(self.owner, t, t - self._opts.lease_seconds, decide)
 
     def _window_passed(self, t: float) -> bool:
         """Whether a batch we are running has reached the end of its window: it is

@@ -18,7 +18,14 @@ from typing import Any, Protocol
 
 from batchd.states import BatchStatus, StopReason
 from batchd.store.key_records import ApiKeyRecord, TenantUsage
-from batchd.store.records import BatchRecord, FileRecord, Page, ResultRow, ShardRecord
+from batchd.store.records import (
+    BackendUse,
+    BatchRecord,
+    FileRecord,
+    Page,
+    ResultRow,
+    ShardRecord,
+)
 from batchd.store.upload_records import IdempotencyRecord, PartRecord, UploadRecord
 
 
@@ -206,14 +213,23 @@ class ResultStore(Protocol):
 class WorkerStore(Protocol):
     """The registry of live workers (for sharing backend concurrency limits)."""
 
-    async def heartbeat_worker(
-        self, owner: str, now: float, backends: Mapping[str, Sequence[str]]
+    async def register_worker(
+        self,
+        owner: str,
+        now: float,
+        since: float,
+        decide: Callable[[dict[str, dict[str, BackendUse]]], Mapping[str, BackendUse]],
     ) -> None:
-        """``backends``: each backend this worker sends to, with the tenants it has work
-        for there (the weighted split of engine/limits.py)."""
+        """Record that ``owner`` is alive and what it says of each backend it sends to.
+
+        ``decide`` gets the workers live since ``since`` (``owner`` among them when it
+        was), each with what it said of its backends, and returns what ``owner`` says
+        now. The read and the write are one step no other registration interleaves
+        with, so a worker growing its part of a limit into what the others leave free
+        (engine/limits.py) never races another doing the same."""
         ...
 
-    async def live_workers(self, since: float) -> dict[str, dict[str, list[str]]]: ...
+    async def live_workers(self, since: float) -> dict[str, dict[str, BackendUse]]: ...
 
     async def forget_workers(self, *, owners: Sequence[str] = (), before: float = 0.0) -> None: ...
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypedDict, TypeVar
 
 from batchd.states import BatchPhase, BatchStatus, StopReason
 
@@ -118,3 +118,12 @@ def priority_of(metadata: dict[str, str] | None) -> int:
     except ValueError:
         return 0
     return max(-PRIORITY_BOUND, min(PRIORITY_BOUND, value))
+
+
+class BackendUse(TypedDict):
+    """What a worker tells the registry about one backend it sends to."""
+
+    keys: list[str]
+    """The tenants (API keys) it has work for there."""
+    holds: int
+    """Slots it may hold there: its part of the limit, or more while a cut drains."""

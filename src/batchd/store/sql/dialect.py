@@ -35,6 +35,9 @@ from batchd.store.rows import RowLike
 from batchd.store.sqlite_reads import SqliteReader
 from batchd.store.sqlite_results import SqliteResultWriter
 
+REGISTRY_LOCK = 0x62617463_6864
+"""PostgreSQL advisory lock key of the worker registry ("batchd")."""
+
 
 class PointReader(Protocol):
     """One row of ``files`` or ``batches`` by id, cheaper than the portable query."""
@@ -83,6 +86,11 @@ class Dialect:
 
     async def notify(self, conn: AsyncConnection) -> None:
         """Tell other processes that work was created (inside its transaction)."""
+
+    async def lock_registry(self, conn: AsyncConnection) -> None:
+        """Serialize worker registrations with every other process's, to the end of the
+        transaction. SQLite needs nothing: a registration writes first, which takes the
+        database's one write lock."""
 
     def listener(self, callback: Callable[[], None]) -> WorkListener | None:
         return None
@@ -162,6 +170,10 @@ class PostgresDialect(Dialect):
 
     async def notify(self, conn: AsyncConnection) -> None:
         await conn.execute(text(f"NOTIFY {CHANNEL}"))
+
+    async def lock_registry(self, conn: AsyncConnection) -> None:
+        # Rows of other workers are not locked by writing ours: take a lock of its own.
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": REGISTRY_LOCK})
 
     def listener(self, callback: Callable[[], None]) -> WorkListener | None:
         return WorkListener(self._dsn, callback)

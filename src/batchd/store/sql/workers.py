@@ -1,36 +1,49 @@
-"""The worker registry: who is alive and which backends each sends to."""
+"""The worker registry: who is alive, which backends each sends to, for which tenants,
+and how many slots it may hold there."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import delete, or_, select, update
 
 from batchd.store import schema
+from batchd.store.records import BackendUse
 from batchd.store.sql.core import SqlCore
 
 
 class WorkerQueries(SqlCore):
-    async def heartbeat_worker(
-        self, owner: str, now: float, backends: Mapping[str, Sequence[str]]
+    async def register_worker(
+        self,
+        owner: str,
+        now: float,
+        since: float,
+        decide: Callable[[dict[str, dict[str, BackendUse]]], Mapping[str, BackendUse]],
     ) -> None:
-        """Record that ``owner`` is alive, which backends it is sending to, and for which
-        tenants it has work there."""
+        """Record that ``owner`` is alive and what ``decide`` says of its backends, given
+        the live workers as they stand: one transaction, serialized with every other
+        registration (the dialect's registry lock; on SQLite the heartbeat written first
+        takes the database's write lock), so no two workers decide on the same view."""
         w = schema.workers
-        listed = {name: sorted(tenants) for name, tenants in sorted(backends.items())}
-        values = {"owner": owner, "heartbeat_at": now, "backends": listed}
         async with self._write() as conn:
-            stmt = self.dialect.insert(w).values(**values)
+            await self.dialect.lock_registry(conn)
+            stmt = self.dialect.insert(w).values(owner=owner, heartbeat_at=now, backends={})
             await conn.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=["owner"],
-                    set_={"heartbeat_at": now, "backends": values["backends"]},
-                )
+                stmt.on_conflict_do_update(index_elements=["owner"], set_={"heartbeat_at": now})
             )
+            rows = (
+                await conn.execute(select(w.c.owner, w.c.backends).where(w.c.heartbeat_at >= since))
+            ).all()
+            said = decide({r.owner: _backends(r.backends) for r in rows})
+            listed = {
+                name: {"keys": sorted(use["keys"]), "holds": int(use["holds"])}
+                for name, use in sorted(said.items())
+            }
+            await conn.execute(update(w).where(w.c.owner == owner).values(backends=listed))
 
-    async def live_workers(self, since: float) -> dict[str, dict[str, list[str]]]:
-        """Workers with a heartbeat at or after ``since``, with their backends and the
-        tenants each has work for there (none known for a row an older version wrote)."""
+    async def live_workers(self, since: float) -> dict[str, dict[str, BackendUse]]:
+        """Workers with a heartbeat at or after ``since``, with what each said of its
+        backends (no tenants and no slots known for a row an older version wrote)."""
         w = schema.workers
         async with self.engine.connect() as conn:
             rows = (
@@ -47,9 +60,22 @@ class WorkerQueries(SqlCore):
             )
 
 
-def _backends(stored: object) -> dict[str, list[str]]:
-    if isinstance(stored, dict):
-        return {str(name): list(tenants or []) for name, tenants in stored.items()}
-    if isinstance(stored, list):  # a bare list of backends
-        return {str(name): [] for name in stored}
-    return {}
+def _backends(stored: object) -> dict[str, BackendUse]:
+    """A row's backends. Older versions wrote a bare list of backends, then each
+    backend's tenants; neither says what it holds (0)."""
+    if isinstance(stored, list):
+        return {str(name): BackendUse(keys=[], holds=0) for name in stored}
+    if not isinstance(stored, dict):
+        return {}
+    out: dict[str, BackendUse] = {}
+    for name, use in stored.items():
+        if isinstance(use, list):
+            out[str(name)] = BackendUse(keys=[str(k) for k in use], holds=0)
+            continue
+        use = use if isinstance(use, dict) else {}
+        keys = use.get("keys")
+        out[str(name)] = BackendUse(
+            keys=[str(k) for k in keys] if isinstance(keys, list) else [],
+            holds=int(use.get("holds") or 0),
+        )
+    return out
