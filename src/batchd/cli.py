@@ -95,7 +95,7 @@ def serve(
         Optional[int],  # noqa: UP045
         typer.Option(
             help="How many engine child processes (they share each backend's limit); "
-            "0: one per core, at most 2 (default 1)."
+            "0 (default): one per core, at most 2."
         ),
     ] = None,
     *,

@@ -221,16 +221,16 @@ class Settings(BaseSettings):
         "under load. Off: API and engine share one process and one event loop.",
     )
     engine_processes: int = Field(
-        default=1,
+        default=0,
         ge=0,
-        description="With engine_process: how many engine children; 0: one per core, at "
-        "most 2. They share every backend's concurrency limit, split by the weights of the "
-        "keys each has work for; the first runs every batch, the others only batches sent "
-        "over HTTP to a backend whose concurrency gives each child a request (never the "
-        "embedded models, which one child loads). Measured against an upstream that answers "
-        "at once (bench/bench_service.py, nginx, 2 cores): a 50,000-line batch ran 1.52x "
-        "the bare loop's speed with two, 0.91x with one. Not yet the default: with two, a "
-        "SIGKILL re-sent more than the concurrency limit (docs/scaling.md).",
+        description="With engine_process: how many engine children; 0 (default): one per "
+        "core, at most 2. They share every backend's concurrency limit, split by the weights "
+        "of the keys each has work for, and never hold more than it together (a part grows "
+        "only into what the others do not hold); the first runs every batch, the others only "
+        "batches sent over HTTP to a backend whose concurrency gives each child a request "
+        "(never the embedded models, which one child loads). Measured against an upstream "
+        "that answers at once (bench/bench_service.py, nginx, 2 cores): a 50,000-line batch "
+        "ran 1.16x the bare loop's speed with two, 0.87x with one.",
     )
 
     @property
