@@ -97,6 +97,10 @@ class Sim:
         self.proc.wait(10)
 
 
+SERVE_ARGS: list[str] = []
+"""Extra ``batchd serve`` arguments for every run (``--serve-arg``)."""
+
+
 def start_batchd(
     upstream: str, env: dict[str, str], args: list[str]
 ) -> tuple[subprocess.Popen[bytes], int, Path]:
@@ -117,6 +121,7 @@ def start_batchd(
             "--upstream",
             upstream,
             *args,
+            *SERVE_ARGS,
         ],
         env=child_env,
         stdout=subprocess.DEVNULL,
@@ -404,7 +409,16 @@ CASES = {"big": case_big, "small": case_small, "shared": case_shared, "rate": ca
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default=",".join(CASES), help="comma-separated subset")
-    wanted = parser.parse_args().cases.split(",")
+    parser.add_argument(
+        "--serve-arg",
+        action="append",
+        default=[],
+        help="an extra `batchd serve` argument for every run (repeatable), e.g. "
+        "--serve-arg=--engine-processes=1",
+    )
+    options = parser.parse_args()
+    SERVE_ARGS.extend(options.serve_arg)
+    wanted = options.cases.split(",")
     sim = Sim()
     rows: list[tuple[str, str, str, str]] = []
     try:

@@ -216,3 +216,21 @@ async def test_a_backend_left_idle_gives_its_part_back() -> None:
     await asyncio.sleep(0.1)  # not used for longer than idle_after
     assert limits.apply("me", {}) == {}
     assert lim.ceiling == 0  # so a worker starting to send meanwhile may take it all
+
+
+async def test_lines_waiting_for_a_grant_keep_asking_however_long_they_wait() -> None:
+    # Another worker holds the whole limit for longer than idle_after: the lines waiting
+    # here still count as work for this backend, or this worker would stop asking and
+    # the other would never give up a slot (nor would this one take one once it is free).
+    limits = Limits(adaptive=False, idle_after=0.05)
+    lim = limits.get("up", 4)
+    others = {"w2": {"up": {"keys": ["k"], "holds": 4}}}
+    limits.apply("me", others)
+    waiter = asyncio.create_task(lim.acquire_slot())
+    await asyncio.sleep(0.1)
+    assert "up" in limits.apply("me", others)  # still listed: w2 will make room
+    assert limits.wanting()
+    others["w2"]["up"]["holds"] = 2  # w2 saw us and gave up its part
+    limits.apply("me", others)
+    await asyncio.wait_for(waiter, 1)
+    assert lim.ceiling == 2

@@ -159,7 +159,8 @@ class BackendLimit:
 
     @property
     def busy(self) -> bool:
-        return self._slots.held > 0
+        """Lines hold slots here, or wait for one (for a grant, perhaps)."""
+        return self._slots.held > 0 or self._slots.waiting > 0
 
     async def acquire_slot(self, who: Claimant = ANYONE) -> None:
         self.last_used = time.monotonic()
