@@ -4,7 +4,8 @@ work for there and the slots it may hold (the shared limits of engine/limits.py)
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 
 import pytest
 from sqlalchemy import insert
@@ -13,6 +14,7 @@ from batchd.store import schema
 from batchd.store.base import Store
 from batchd.store.records import BackendUse
 from batchd.store.sql import SqlStore
+from store.pg import fresh_database
 
 pytestmark = pytest.mark.anyio
 
@@ -70,12 +72,20 @@ async def test_rows_an_older_version_wrote_read_as_backends_holding_nothing(
     assert await store.live_workers(5.0) == {"v1": {"up": use()}, "v2": {"up": use("light")}}
 
 
-async def test_no_two_registrations_decide_on_the_same_view(database_url: str) -> None:
+@pytest.fixture(params=["sqlite", "postgres"])
+def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database two stores can open at once (not an in-memory one)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'batchd.db'}"
+    else:
+        with fresh_database() as url:
+            yield url
+
+
+async def test_no_two_registrations_decide_on_the_same_view(shared_url: str) -> None:
     # Two processes (two stores on one database) each take whatever of a limit of 16
     # the other does not hold, at the same moment: one must see the other's part.
-    if database_url.endswith(":memory:"):
-        pytest.skip("an in-memory database is not shared between stores")
-    stores = [SqlStore(database_url), SqlStore(database_url)]
+    stores = [SqlStore(shared_url), SqlStore(shared_url)]
     for s in stores:
         await s.open()
 
