@@ -4,9 +4,11 @@ Two numbers bound the requests of one backend in this process:
 
 - the **ceiling**: this worker's share of the backend's configured ``concurrency``
   (default 1024: a ceiling, not a target). Live workers register with heartbeats
-  and say which backends they are sending to (the ``workers`` table); the
-  configured limit is divided among those workers (:func:`share_of`), so the limit
-  holds across all workers together. A line takes a *slot* under the ceiling from
+  and say which backends they are sending to, for which keys, and the slots they
+  hold (the ``workers`` table); the configured limit is divided among those workers
+  by demand (:func:`weighted_share_of`), and a part grows only into what the others
+  do not hold (:class:`Limits`), so the limit holds across all workers together at
+  every moment. A line takes a *slot* under the ceiling from
   its first try until its result is durable, which also bounds what a crash can
   make us re-send.
 - the **limit** (:class:`~batchd.engine.capacity.Controller`): how many tries may
