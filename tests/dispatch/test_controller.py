@@ -13,6 +13,7 @@ import pytest
 
 from batchd.engine.capacity import Controller
 from batchd.engine.limits import Limits
+from batchd.store.records import BackendUse
 
 from .virtual import VirtualServer
 
@@ -69,7 +70,7 @@ def test_shared_ceiling_across_workers_bounds_the_controller() -> None:
     limits = Limits()
     mine = limits.get("up", 10)
     mine.control.limit = 10.0
-    limits.apply("w1", {"w1": ["up"], "w2": ["up"]})
+    limits.apply("w1", {"w2": {"up": BackendUse(keys=[], holds=0)}})
     assert mine.ceiling == 5 and mine.window <= 5
     # Growing afterwards never passes the share.
     server = VirtualServer(256, 0.010, 0.00005, 10)

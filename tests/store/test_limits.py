@@ -8,8 +8,14 @@ import pytest
 
 from batchd.engine.fair import Claimant
 from batchd.engine.limits import BackendLimit, Limits, demands, share_of, weighted_share_of
+from batchd.store.records import BackendUse
 
 pytestmark = pytest.mark.anyio
+
+
+def sends(*backends: str, keys: tuple[str, ...] = ()) -> dict[str, BackendUse]:
+    """A worker's registry entry: these backends, for ``keys``, holding no slot."""
+    return {name: BackendUse(keys=list(keys), holds=0) for name in backends}
 
 
 def test_share_of_divides_the_limit_among_workers() -> None:
@@ -25,9 +31,9 @@ async def test_limits_follow_the_registry() -> None:
     assert lim.ceiling == 0  # nothing granted before the registry is read
     limits.apply("me", {})
     assert lim.ceiling == 12
-    limits.apply("me", {"me": ["up"], "w2": ["up"], "w3": ["other"]})
+    limits.apply("me", {"me": sends("up"), "w2": sends("up"), "w3": sends("other")})
     assert lim.ceiling == 6  # w3 does not send to "up"
-    limits.apply("me", {"me": ["up"]})
+    limits.apply("me", {"me": sends("up")})
     assert lim.ceiling == 12
 
 
@@ -109,15 +115,16 @@ def test_sibling_engines_split_the_ceiling_from_their_first_try() -> None:
     # the registry shows either to the other: each counts on both from the start.
     limits = Limits(siblings=2)
     assert limits.get("up", 16).target == 8
-    limits.apply("me", {"me": ["up"]})  # the sibling has not registered yet
+    limits.apply("me", {"me": sends("up")})  # the sibling has not registered yet
     assert limits.get("up", 16).ceiling == 8
-    limits.apply("me", {"me": ["up"], "w2": ["up"], "w3": ["up"]})  # more workers than that
+    more = {"me": sends("up"), "w2": sends("up"), "w3": sends("up")}  # more workers than that
+    limits.apply("me", more)
     assert limits.get("up", 16).ceiling == share_of(16, "me", ["w2", "w3"])
     # The sibling is live but sends to another backend only: this one is all ours.
-    limits.apply("me", {"me": ["up"], "w2": ["other"]})
+    limits.apply("me", {"me": sends("up"), "w2": sends("other")})
     assert limits.get("up", 16).ceiling == 16
     local = limits.get("local", 64)  # a backend first used from now on
-    limits.apply("me", {"me": ["up"], "w2": ["other"]})
+    limits.apply("me", {"me": sends("up"), "w2": sends("other")})
     assert local.ceiling == 64
     alone = Limits()
     lim = alone.get("alone", 16)
@@ -157,7 +164,8 @@ async def test_keys_keep_their_weights_across_workers() -> None:
     waiters = [asyncio.create_task(lim.acquire_slot(who)) for who in queued]
     await asyncio.sleep(0)
     assert limits.usage() == {"up": {"keys": ["heavy", "light"], "holds": 1}}
-    limits.apply("me", {"me": {"up": ["heavy", "light"]}, "w2": {"up": ["light"]}})
+    both, light_only = sends("up", keys=("heavy", "light")), sends("up", keys=("light",))
+    limits.apply("me", {"me": both, "w2": light_only})
     assert lim.ceiling == 7
     await asyncio.sleep(0)
     granted = [who.tenant for who, t in zip(queued, waiters, strict=True) if t.done()]

@@ -4,7 +4,7 @@ work for there and the slots it may hold (the shared limits of engine/limits.py)
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -12,16 +12,14 @@ from sqlalchemy import insert
 
 from batchd.store import schema
 from batchd.store.base import Store
-from batchd.store.records import BackendUse
+from batchd.store.records import BackendUse, RegistryDecision
 from batchd.store.sql import SqlStore
 from store.pg import fresh_database
 
 pytestmark = pytest.mark.anyio
 
-Decide = Callable[[dict[str, dict[str, BackendUse]]], Mapping[str, BackendUse]]
 
-
-def says(backends: Mapping[str, BackendUse]) -> Decide:
+def says(backends: Mapping[str, BackendUse]) -> RegistryDecision:
     return lambda _live: backends
 
 
@@ -89,7 +87,7 @@ async def test_no_two_registrations_decide_on_the_same_view(shared_url: str) -> 
     for s in stores:
         await s.open()
 
-    def greedy(me: str) -> Decide:
+    def greedy(me: str) -> RegistryDecision:
         def decide(live: dict[str, dict[str, BackendUse]]) -> dict[str, BackendUse]:
             others = sum(u["holds"] for o, b in live.items() if o != me for u in b.values())
             return {"up": use(holds=16 - others)}

@@ -69,10 +69,9 @@ def weighted_share_of(limit: int, me: str, demands: Mapping[str, float]) -> int:
     return max(1, parts[me])
 
 
-Registry = Mapping[str, "Mapping[str, BackendUse] | Mapping[str, Sequence[str]] | Sequence[str]"]
+Registry = Mapping[str, Mapping[str, BackendUse]]
 """Live workers as the registry lists them: per worker, the backends it sends to, each
-with the tenants (API keys) it has work for there and the slots it may hold (a list of
-tenants: no slots known; a bare list of backends: neither known)."""
+with the tenants (API keys) it has work for there and the slots it may hold."""
 
 
 def demands(
@@ -130,8 +129,6 @@ class BackendLimit:
         self.on_change: Callable[[], None] | None = None
         """Called when the registry should hear from us soon: a line waits for a first
         grant, or slots held above a cut ceiling have drained to it."""
-        self._draining = False
-        """Slots are held above a ceiling just cut."""
         base = weight_of or equal_weights
         self._spread: Mapping[str, int] = {}
         """On how many workers each tenant has work here (see :func:`demands`)."""
@@ -174,9 +171,10 @@ class BackendLimit:
 
     def release_slot(self, who: Claimant = ANYONE) -> None:
         self._slots.release(who)
-        if self._slots.held == self.ceiling and self._draining:
-            self._draining = False
-            self._changed()  # what we hold is down to our part: others may grow now
+        if self._slots.held == self.ceiling:
+            # Only a cut ceiling has slots held above it, so this one was the last of
+            # those: what we hold is down to our part, and others may grow now.
+            self._changed()
 
     def _changed(self) -> None:
         if self.on_change is not None:
@@ -203,7 +201,6 @@ class BackendLimit:
         if ceiling == self.ceiling:
             return
         self.ceiling = ceiling
-        self._draining = self._slots.held > ceiling
         self.control.set_ceiling(max(1, ceiling))
         self._slots.resize(ceiling)
         self._resize()
@@ -388,7 +385,7 @@ class Limits:
         for owner, backends in live.items():
             if owner == me:
                 continue
-            for name, use in _uses(backends).items():
+            for name, use in backends.items():
                 users.setdefault(name, {})[owner] = use
         self._shares = users
         active = set(self.active())
@@ -415,16 +412,3 @@ class Limits:
         """Per backend: ceiling, limit, tries in flight, the server's queue (its gauge
         or our estimate), what steers the limit; for metrics and the dashboard."""
         return {name: lim.snapshot() for name, lim in sorted(self._by_name.items())}
-
-
-def _uses(backends: Mapping[str, Any] | Sequence[str]) -> dict[str, BackendUse]:
-    """One registry entry as :class:`BackendUse` per backend (see :data:`Registry`)."""
-    if not isinstance(backends, Mapping):
-        return {name: BackendUse(keys=[], holds=0) for name in backends}
-    out: dict[str, BackendUse] = {}
-    for name, use in backends.items():
-        if isinstance(use, Mapping):
-            out[name] = BackendUse(keys=list(use.get("keys", [])), holds=int(use.get("holds", 0)))
-        else:
-            out[name] = BackendUse(keys=list(use), holds=0)
-    return out

@@ -23,6 +23,7 @@ from batchd.store.records import (
     BatchRecord,
     FileRecord,
     Page,
+    RegistryDecision,
     ResultRow,
     ShardRecord,
 )
@@ -218,7 +219,7 @@ class WorkerStore(Protocol):
         owner: str,
         now: float,
         since: float,
-        decide: Callable[[dict[str, dict[str, BackendUse]]], Mapping[str, BackendUse]],
+        decide: RegistryDecision,
     ) -> None:
         """Record that ``owner`` is alive and what it says of each backend it sends to.
 

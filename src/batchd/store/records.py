@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypedDict, TypeVar
 
@@ -127,3 +128,8 @@ class BackendUse(TypedDict):
     """The tenants (API keys) it has work for there."""
     holds: int
     """Slots it may hold there: its part of the limit, or more while a cut drains."""
+
+
+RegistryDecision = Callable[[dict[str, dict[str, BackendUse]]], Mapping[str, BackendUse]]
+"""Given the live workers and what each said of its backends, what one worker says now
+(``register_worker``)."""

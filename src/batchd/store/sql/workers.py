@@ -3,12 +3,12 @@ and how many slots it may hold there."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 
 from sqlalchemy import delete, or_, select, update
 
 from batchd.store import schema
-from batchd.store.records import BackendUse
+from batchd.store.records import BackendUse, RegistryDecision
 from batchd.store.sql.core import SqlCore
 
 
@@ -18,7 +18,7 @@ class WorkerQueries(SqlCore):
         owner: str,
         now: float,
         since: float,
-        decide: Callable[[dict[str, dict[str, BackendUse]]], Mapping[str, BackendUse]],
+        decide: RegistryDecision,
     ) -> None:
         """Record that ``owner`` is alive and what ``decide`` says of its backends, given
         the live workers as they stand: one transaction, serialized with every other
